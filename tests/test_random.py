@@ -1,0 +1,101 @@
+"""The generator specification (initscope.random) against published and exact facts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from initscope import random as R
+
+# Random123 tests/kat_vectors, "philox4x32 10" lines: counter, key, expected output.
+KAT = [
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    (
+        (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+        (0xA4093822, 0x299F31D0),
+        (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+    ),
+]
+
+
+@pytest.mark.parametrize(("counter", "key", "expected"), KAT)
+def test_philox_known_answers(counter, key, expected):
+    words = tuple(np.array([c], dtype=np.uint64) for c in counter)
+    out = R.philox4x32(words, (np.uint64(key[0]), np.uint64(key[1])))
+    assert tuple(int(w[0]) for w in out) == expected
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("draw", [R.normal, R.uniform])
+def test_any_slice_equals_the_whole(draw, dtype):
+    whole = draw(2**40 + 3, R.WEIGHTS, 7, 0, 1001, dtype)
+    for start, count in [(0, 1), (1, 5), (3, 998), (999, 2), (500, 0)]:
+        part = draw(2**40 + 3, R.WEIGHTS, 7, start, count, dtype)
+        assert part.dtype == dtype
+        np.testing.assert_array_equal(part, whole[start : start + count])
+
+
+def test_streams_layers_and_seeds_are_independent():
+    a = R.normal(0, R.WEIGHTS, 0, 0, 1000)
+    for other in (
+        R.normal(1, R.WEIGHTS, 0, 0, 1000),
+        R.normal(0, R.BIASES, 0, 0, 1000),
+        R.normal(0, R.WEIGHTS, 1, 0, 1000),
+        R.normal(2**32, R.WEIGHTS, 0, 0, 1000),
+    ):
+        assert abs(np.corrcoef(a, other)[0, 1]) < 0.15
+        assert not np.array_equal(a, other)
+
+
+def _normal_cdf(x: np.ndarray) -> np.ndarray:
+    return 0.5 * np.array([math.erfc(-v / math.sqrt(2.0)) for v in x])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_normals_are_standard_normal(dtype):
+    n = 400_000
+    z = R.normal(12345, R.INPUTS, 0, 0, n, dtype).astype(np.float64)
+    se = 1 / math.sqrt(n)
+    assert abs(z.mean()) < 5 * se
+    assert abs(z.var() - 1) < 5 * math.sqrt(2) * se
+    assert abs(np.mean(z**4) - 3) < 5 * math.sqrt(96) * se
+    # Kolmogorov-Smirnov distance on a subsample: 1.95 / sqrt(m) is the 0.1 % critical value
+    sample = np.sort(z[:20_000])
+    m = sample.size
+    cdf = _normal_cdf(sample)
+    d = max(np.max(np.arange(1, m + 1) / m - cdf), np.max(cdf - np.arange(m) / m))
+    assert d < 1.95 / math.sqrt(m)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_uniforms_cover_the_unit_interval(dtype):
+    u = R.uniform(3, R.AUX, 2, 0, 200_000, dtype)
+    assert u.min() >= 0 and u.max() < 1
+    assert abs(u.mean() - 0.5) < 5 * math.sqrt(1 / 12 / u.size)
+    counts = np.bincount((u.astype(np.float64) * 20).astype(int), minlength=20)
+    expected = u.size / 20
+    chi2 = np.sum((counts - expected) ** 2 / expected)
+    assert chi2 < 50  # chi-square, 19 degrees of freedom: p < 1e-4 above 45.4
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_and_sincos_are_accurate(dtype):
+    u = R.uniform(9, R.AUX, 0, 0, 100_000, dtype)
+    u = u[u > 0]
+    exact = np.log(u.astype(np.float64))
+    ulp = np.spacing(np.abs(exact).astype(dtype)).astype(np.float64)
+    assert np.max(np.abs(R.log_unit(u) - exact) / ulp) <= 3
+    sin, cos = R.sincos_2pi(u)
+    eps = np.finfo(dtype).eps
+    assert np.max(np.abs(sin - np.sin(2 * np.pi * u.astype(np.float64)))) < 4 * eps
+    assert np.max(np.abs(cos - np.cos(2 * np.pi * u.astype(np.float64)))) < 4 * eps
+
+
+def test_seed_out_of_range():
+    with pytest.raises(ValueError, match="seed"):
+        R.normal(-1, R.WEIGHTS, 0, 0, 4)
+    with pytest.raises(ValueError, match="seed"):
+        R.normal(2**64, R.WEIGHTS, 0, 0, 4)
