@@ -27,7 +27,9 @@ def backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture(params=COMPILED or [pytest.param("none", marks=pytest.mark.skip("no fast backend"))])
+@pytest.fixture(
+    params=COMPILED or [pytest.param("none", marks=pytest.mark.skip("no fast backend"))]
+)
 def fast_backend(request: pytest.FixtureRequest) -> str:
     """Each available backend other than the reference, to test against it."""
     return request.param

@@ -76,8 +76,13 @@ def test_to_dict_is_json_and_to_frame_is_tidy():
 
 def test_statistics_match_the_kept_activations(backend):
     result = initscope.propagate(
-        [40, 30, 20], n_samples=300, bias=0.5, keep_activations=True, backend=backend,
-        bins=10, hist_range=(-0.8, 0.8),
+        [40, 30, 20],
+        n_samples=300,
+        bias=0.5,
+        keep_activations=True,
+        backend=backend,
+        bins=10,
+        hist_range=(-0.8, 0.8),
     )
     assert result.activations is not None and len(result.activations) == 3
     for i, a in enumerate(result.activations):
@@ -94,9 +99,9 @@ def test_statistics_match_the_kept_activations(backend):
 
 def test_compat_forward_prop_runs_the_seed_code():
     def small_random_init(fan_in, fan_out):
-        return 0.01 * np.random.randn(fan_in, fan_out)
+        return 0.01 * np.random.randn(fan_in, fan_out)  # noqa: NPY002 (the seed's own code)
 
-    np.random.seed(0)
+    np.random.seed(0)  # noqa: NPY002
     acts, means, stds = forward_prop([500] * 10, small_random_init)
     assert sorted(acts) == list(range(10))
     assert acts[0].shape == (1000, 500)
@@ -109,7 +114,12 @@ def test_make_weights_is_what_propagate_uses():
     w = initscope.make_weights("xavier", 30, 20, seed=5, layer=0)
     x = np.ones((1, 30))
     result = initscope.propagate(
-        [20], init="xavier", inputs=x, seed=5, activation="linear", keep_activations=True,
+        [20],
+        init="xavier",
+        inputs=x,
+        seed=5,
+        activation="linear",
+        keep_activations=True,
         backend="numpy",
     )
     np.testing.assert_array_equal(result.activations[0], x @ w)

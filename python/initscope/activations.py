@@ -7,8 +7,9 @@ the whole real line (no cancellation in the tails), and the kernels follow them.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Final
+from typing import Final
 
 import numpy as np
 from numpy.typing import NDArray

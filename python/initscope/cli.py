@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = ["main", "parse_widths"]
 
@@ -75,7 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", default="auto", choices=["auto", "cpp", "numba", "numpy"])
     run.add_argument("--threads", type=int, default=None)
     run.add_argument("--json", action="store_true", help="print the whole result as JSON")
-    sub.add_parser("bench", help="run the benchmark suite (see initscope bench --help)", add_help=False)
+    sub.add_parser(
+        "bench", help="run the benchmark suite (see initscope bench --help)", add_help=False
+    )
     return parser
 
 

@@ -6,7 +6,7 @@ Change ``def forward_prop(...)`` in the classic notebook to
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from numpy.typing import NDArray
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import numbers
 import operator
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -93,7 +94,8 @@ def _widths(widths: Any) -> tuple[int, ...]:
 
 
 def _per_layer(value: Any, depth: int, name: str) -> list[Any]:
-    if isinstance(value, list | tuple):
+    """A list gives one value per layer; anything else is used for every layer."""
+    if isinstance(value, list):
         if len(value) != depth:
             raise ValueError(f"{name} has {len(value)} entries for {depth} layers")
         return list(value)
@@ -121,8 +123,10 @@ def _real(value: Any, name: str) -> float:
 
 def _threads(threads: Any) -> int:
     if threads is None:
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-            os.cpu_count() or 1
+        return (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else (os.cpu_count() or 1)
         )
     return _positive_int(threads, "threads")
 
@@ -142,9 +146,7 @@ def _inputs(inputs: Any, input_dim: int | None, dtype: np.dtype) -> NDArray:
     if inputs.ndim != 2 or inputs.shape[0] == 0 or inputs.shape[1] == 0:
         raise ValueError(f"inputs must have shape (n_samples, input_dim), got {inputs.shape}")
     if input_dim is not None and inputs.shape[1] != input_dim:
-        raise ValueError(
-            f"inputs has {inputs.shape[1]} columns but input_dim is {input_dim}"
-        )
+        raise ValueError(f"inputs has {inputs.shape[1]} columns but input_dim is {input_dim}")
     if not (np.issubdtype(inputs.dtype, np.floating) or np.issubdtype(inputs.dtype, np.integer)):
         raise TypeError(f"inputs must hold real numbers, got dtype {inputs.dtype}")
     return np.ascontiguousarray(inputs, dtype=dtype)
@@ -235,7 +237,7 @@ def make_plan(
 
     layers = []
     fan_in = dim
-    for i, (fan_out, act, sch, b) in enumerate(zip(sizes, acts, schemes, biases)):
+    for i, (fan_out, act, sch, b) in enumerate(zip(sizes, acts, schemes, biases, strict=True)):
         dist = sch.distribution(fan_in, fan_out)
         weights = None
         if dist is None and build_weights:

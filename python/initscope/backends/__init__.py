@@ -37,6 +37,13 @@ def _load(name: str) -> ModuleType | None:
     return module
 
 
+def reference_module() -> ModuleType:
+    """The NumPy reference backend, always available."""
+    from . import reference
+
+    return reference
+
+
 def available_backends() -> list[str]:
     """The backends that can run here, in the order "auto" tries them."""
     return [name for name in BACKENDS if _load(name) is not None]
@@ -54,7 +61,9 @@ def resolve(backend: str) -> str:
             if _load(name) is not None:
                 return name
     if backend not in BACKENDS:
-        raise ValueError(f"backend {backend!r} is unknown; choose one of auto, {', '.join(BACKENDS)}")
+        raise ValueError(
+            f"backend {backend!r} is unknown; choose one of auto, {', '.join(BACKENDS)}"
+        )
     if _load(backend) is None:
         raise ImportError(f"backend {backend!r} is not available: {_INSTALL_HINT[backend]}")
     return backend
