@@ -171,11 +171,12 @@ class PropagationResult:
         n = plan.n_samples
         post = np.full((depth, 4), np.nan)
         pre = np.full((depth, 4), np.nan)
-        for i in range(depth):
-            if raw.nonfinite[i] == 0:
-                post[i] = _moments(raw.unit_mean[i], raw.unit_m2[i], n)
-            if raw.pre_nonfinite[i] == 0:
-                pre[i] = _moments(raw.pre_unit_mean[i], raw.pre_unit_m2[i], n)
+        with np.errstate(over="ignore", invalid="ignore"):  # squares of |a| > 1e154: inf std
+            for i in range(depth):
+                if raw.nonfinite[i] == 0:
+                    post[i] = _moments(raw.unit_mean[i], raw.unit_m2[i], n)
+                if raw.pre_nonfinite[i] == 0:
+                    pre[i] = _moments(raw.pre_unit_mean[i], raw.pre_unit_m2[i], n)
         entries = np.array([n * w for w in plan.widths], dtype=np.float64)
         bounded = np.array([layer.activation.saturation is not None for layer in plan.layers])
         low, high = plan.hist_range

@@ -1,0 +1,133 @@
+"""Behaviour under stress: overflow, concurrency, interrupts and the memory guard."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import initscope
+from initscope.plan import estimate_memory, make_plan
+
+
+@pytest.mark.parametrize(
+    ("activation", "dtype", "std"),
+    [("relu", "float32", 1.0), ("linear", "float32", 1.0), ("relu", "float64", 1e6)],
+)
+def test_overflow_is_reported_not_raised(backend, activation, dtype, std):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning spam either
+        result = initscope.propagate(
+            [256] * 50, init=initscope.schemes.normal(std=std), activation=activation,
+            dtype=dtype, n_samples=64, backend=backend,
+        )  # fmt: skip
+    assert result.nonfinite[-1] > 0 and result.nonfinite[0] == 0
+    overflowed = result.nonfinite > 0
+    assert np.all(np.isnan(result.mean[overflowed])) and np.all(np.isnan(result.std[overflowed]))
+    # before the overflow, moments are finite unless squares overflow (|a| > 1e154): then inf
+    early = slice(0, np.argmax(overflowed))
+    small = np.maximum(np.abs(result.min[early]), np.abs(result.max[early])) < 1e150
+    assert np.all(np.isfinite(result.std[early][small]))
+    entries = 64 * 256
+    assert np.all(result.hist.sum(axis=1) + result.below + result.above + result.nonfinite
+                  >= entries)  # fmt: skip
+
+
+def test_concurrent_calls_equal_sequential_calls(backend):
+    seeds = list(range(8))
+
+    def run(seed: int) -> initscope.PropagationResult:
+        return initscope.propagate(
+            [200, 100, 200], n_samples=500, seed=seed, bias=0.1, backend=backend, threads=2
+        )
+
+    sequential = [run(s) for s in seeds]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        concurrent = list(pool.map(run, seeds))
+    for a, b in zip(sequential, concurrent, strict=True):
+        for name in ("mean", "std", "pre_std", "hist", "channel_var", "min", "max"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), name)
+
+
+def test_memory_estimate_covers_kept_activations():
+    plan = make_plan([300, 200], n_samples=1000, keep_activations=True)
+    kept = 1000 * (300 + 200) * 8
+    buffers = 2 * plan.chunk_size * 300 * 8
+    assert kept + buffers <= estimate_memory(plan) < kept + buffers + 4 * 2**20
+
+
+def test_memory_guard_names_what_to_change(backend):
+    with pytest.raises(ValueError, match="chunk_size.*keep_activations=False.*max_memory"):
+        initscope.propagate(
+            [4096] * 4, n_samples=10**6, keep_activations=True, backend=backend,
+            max_memory=2**30,
+        )  # fmt: skip
+    # the same run without kept activations fits in bounded memory (compiled backends)
+    if backend != "numpy":
+        plan = make_plan([4096] * 4, n_samples=10**6)
+        assert estimate_memory(plan, backend) < 2**30
+
+
+LONG_RUN = textwrap.dedent(
+    """
+    import sys, initscope
+    print("start", flush=True)
+    initscope.propagate([1024] * 8, n_samples=10**7, backend=sys.argv[1], chunk_size=4096)
+    print("finished", flush=True)
+    """
+)
+
+
+def test_ctrl_c_stops_a_long_run(backend):
+    if backend == "numpy":
+        pytest.skip("the reference holds whole layers; interrupts are checked between them")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LONG_RUN, backend],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "start"
+    time.sleep(1.5)  # inside the kernel by now (imports and JIT are done)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    elapsed = time.monotonic() - sent
+    assert "KeyboardInterrupt" in err
+    assert proc.returncode != 0
+    # The kernel checks for signals between chunks of 4096 rows (a few ms each here); allow
+    # for a loaded machine, far below the minutes the whole run would take.
+    assert elapsed < 3.0, f"took {elapsed:.2f} s to stop"
+
+
+def test_interrupt_leaves_nothing_running(backend):
+    if backend == "numpy":
+        pytest.skip("checked between layers only")
+    psutil = pytest.importorskip("psutil")
+    proc = psutil.Process()
+    initscope.propagate([64], n_samples=10, backend=backend)  # warm up: load, JIT
+    threads_before = threading.active_count()
+    rss_before = proc.memory_info().rss
+    for _ in range(3):
+        timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            initscope.propagate([1024] * 8, n_samples=10**7, backend=backend, chunk_size=4096)
+        timer.join()
+    assert threading.active_count() == threads_before
+    cpu = proc.cpu_times()
+    time.sleep(0.5)
+    busy = sum(proc.cpu_times()[:2]) - sum(cpu[:2])
+    assert busy < 0.2, f"{busy:.2f} s of CPU in 0.5 s idle: threads still running"
+    grown = proc.memory_info().rss - rss_before
+    assert grown < 64 * 2**20, f"RSS grew by {grown / 2**20:.0f} MiB over 3 interrupted runs"
