@@ -63,7 +63,8 @@ def _selu(x: NDArray, p: float) -> NDArray:
 def _gelu(x: NDArray, p: float) -> NDArray:
     # 0.5 x erfc(-x / sqrt 2) == 0.5 x (1 + erf(x / sqrt 2)), without cancellation for x << 0
     t = x.dtype.type
-    tail = _erfc(-x.astype(np.float64) / math.sqrt(2.0)).astype(np.float64).astype(x.dtype)
+    tail = np.asarray(_erfc(-x.astype(np.float64) / math.sqrt(2.0)), dtype=np.float64)
+    tail = tail.astype(x.dtype)
     return t(0.5) * x * tail
 
 

@@ -38,6 +38,7 @@ class Layer:
     distribution: Distribution | None  # drawn in place by the kernels, or
     weights: NDArray | None  # a ready-made (fan_in, fan_out) matrix
     bias_std: float
+    init_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,8 @@ def make_plan(
         activation(a) if not isinstance(a, tuple) else activation(*a)
         for a in _per_layer(activation_, depth, "activation")
     ]
-    schemes = [scheme(s) for s in _per_layer(init, depth, "init")]
+    inits = _per_layer(init, depth, "init")
+    schemes = [scheme(s) for s in inits]
     biases = [_real(b, "bias") for b in _per_layer(bias, depth, "bias")]
     for b in biases:
         if b < 0:
@@ -237,14 +239,17 @@ def make_plan(
 
     layers = []
     fan_in = dim
-    for i, (fan_out, act, sch, b) in enumerate(zip(sizes, acts, schemes, biases, strict=True)):
+    for i, (fan_out, act, sch, b, given) in enumerate(
+        zip(sizes, acts, schemes, biases, inits, strict=True)
+    ):
         dist = sch.distribution(fan_in, fan_out)
         weights = None
         if dist is None and build_weights:
             weights = sch.sample(fan_in, fan_out, seed=seed_, layer=i, dtype=dtype_)
         if dist is not None and not (np.isfinite(dist.a) and np.isfinite(dist.b)):
             raise ValueError(f"init {sch.name} gives non-finite parameters for layer {i}")
-        layers.append(Layer(fan_in, fan_out, act, sch, dist, weights, b))
+        name = given if isinstance(given, str) else sch.name
+        layers.append(Layer(fan_in, fan_out, act, sch, dist, weights, b, name))
         fan_in = fan_out
     return Plan(
         n_samples=n,

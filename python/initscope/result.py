@@ -183,7 +183,7 @@ class PropagationResult:
         return cls(
             widths=plan.widths,
             activation_names=tuple(layer.activation.name for layer in plan.layers),
-            init_names=tuple(layer.scheme.name for layer in plan.layers),
+            init_names=tuple(layer.init_name for layer in plan.layers),
             n_samples=n,
             dtype=plan.dtype.name,
             backend=backend,
