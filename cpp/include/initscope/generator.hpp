@@ -1,0 +1,265 @@
+// Uniforms and Box-Muller normals from Philox4x32-10, bit for bit as initscope.random
+// specifies them: the same operations in the same order, each rounded once in the
+// array's dtype. The build compiles with -ffp-contract=off so no multiply-add is fused.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <type_traits>
+
+#include "philox.hpp"
+
+namespace initscope {
+
+/// The streams of initscope.random.
+enum Stream : std::uint32_t { kInputs = 0, kWeights = 1, kBiases = 2, kAux = 3 };
+
+enum class Draw { uniform, normal };
+
+namespace detail {
+
+template <class To, class From>
+inline To bit_cast(From from) {
+    static_assert(sizeof(To) == sizeof(From), "bit_cast needs equal sizes");
+    To to;
+    std::memcpy(&to, &from, sizeof(To));
+    return to;
+}
+
+// 1/3, 1/5, ..., 1/21; (-1)^k/(2k+1)!, k = 1..8; (-1)^k/(2k)!, k = 1..9 (random.py).
+constexpr double kLogC[10] = {0x1.5555555555555p-2, 0x1.999999999999ap-3, 0x1.2492492492492p-3,
+                              0x1.c71c71c71c71cp-4, 0x1.745d1745d1746p-4, 0x1.3b13b13b13b14p-4,
+                              0x1.1111111111111p-4, 0x1.e1e1e1e1e1e1ep-5, 0x1.af286bca1af28p-5,
+                              0x1.8618618618618p-5};
+constexpr double kSinC[8] = {-0x1.5555555555555p-3, 0x1.1111111111111p-7,
+                             -0x1.a01a01a01a01ap-13, 0x1.71de3a556c734p-19,
+                             -0x1.ae64567f544e4p-26, 0x1.6124613a86d09p-33,
+                             -0x1.ae7f3e733b81fp-41, 0x1.952c77030ad4ap-49};
+constexpr double kCosC[9] = {-0x1.0000000000000p-1, 0x1.5555555555555p-5,
+                             -0x1.6c16c16c16c17p-10, 0x1.a01a01a01a01ap-16,
+                             -0x1.27e4fb7789f5cp-22, 0x1.1eed8eff8d898p-29,
+                             -0x1.93974a8c07c9dp-37, 0x1.ae7f3e733b81fp-45,
+                             -0x1.6827863b97d97p-53};
+
+/// Per-dtype constants: float32 keeps the first 5 coefficients, each rounded to float.
+template <class T>
+struct GenConst;
+
+template <>
+struct GenConst<double> {
+    static constexpr int log_n = 10, sin_n = 8, cos_n = 9;
+    static constexpr double ln2_hi = 0x1.62e42feep-1;
+    static constexpr double ln2_lo = 0x1.a39ef35793c76p-33;
+    static constexpr double pio2 = 0x1.921fb54442d18p+0;
+    static constexpr double sqrt2 = 0x1.6a09e667f3bcdp+0;  // math.sqrt(2.0)
+    static constexpr double round_magic = 0x1.8p52;
+    static constexpr std::size_t per_block = 2;
+};
+
+template <>
+struct GenConst<float> {
+    static constexpr int log_n = 5, sin_n = 5, cos_n = 5;
+    static constexpr float ln2_hi = 0x1.62ep-1f;
+    static constexpr float ln2_lo = 0x1.0bfbe8p-15f;
+    static constexpr float pio2 = 0x1.921fb6p+0f;
+    static constexpr float sqrt2 = 0x1.6a09e6p+0f;  // float32(math.sqrt(2.0))
+    static constexpr float round_magic = 0x1.8p23f;
+    static constexpr std::size_t per_block = 4;
+};
+
+/// `1 + z * (c[0] + z * (c[1] + ...))` with the first N coefficients, each step rounded
+/// in T (random._horner).
+template <class T, int N, int M>
+inline T horner_n(T z, const double (&c)[M]) {
+    static_assert(N <= M, "too many coefficients");
+    T p = static_cast<T>(c[N - 1]);
+#pragma GCC unroll 16
+    for (int i = N - 2; i >= 0; --i) p = p * z + static_cast<T>(c[i]);
+    return p * z + T(1);
+}
+
+/// random.log_unit: log of u in (0, 1], a normal number.
+inline double log_unit(double u) {
+    using C = GenConst<double>;
+    const std::uint64_t bits = bit_cast<std::uint64_t>(u);
+    // The exponent as a double without an int64 conversion (none in AVX2): 2**52 + e.
+    const double e = bit_cast<double>((bits >> 52) | 0x4330000000000000ull) - (0x1p52 + 1023.0);
+    double f = bit_cast<double>((bits & 0x000FFFFFFFFFFFFFull) | 0x3FF0000000000000ull);
+    const bool big = f > C::sqrt2;
+    const double half = f * 0.5;  // computed unconditionally so that the select vectorises
+    f = big ? half : f;
+    const double ef = e + (big ? 1.0 : 0.0);
+    const double s = (f - 1.0) / (f + 1.0);
+    const double log_f = 2.0 * s * horner_n<double, C::log_n>(s * s, kLogC);
+    return ef * C::ln2_hi + (ef * C::ln2_lo + log_f);
+}
+
+inline float log_unit(float u) {
+    using C = GenConst<float>;
+    const std::uint32_t bits = bit_cast<std::uint32_t>(u);
+    const std::int32_t e = static_cast<std::int32_t>(bits >> 23) - 127;
+    float f = bit_cast<float>((bits & 0x007FFFFFu) | 0x3F800000u);
+    const bool big = f > C::sqrt2;
+    const float half = f * 0.5f;
+    f = big ? half : f;
+    const float ef = static_cast<float>(e + (big ? 1 : 0));
+    const float s = (f - 1.0f) / (f + 1.0f);
+    const float log_f = 2.0f * s * horner_n<float, C::log_n>(s * s, kLogC);
+    return ef * C::ln2_hi + (ef * C::ln2_lo + log_f);
+}
+
+template <class T>
+using UInt = std::conditional_t<sizeof(T) == 8, std::uint64_t, std::uint32_t>;
+
+/// random.sincos_2pi: (sin 2 pi u, cos 2 pi u) for u in [0, 1).
+template <class T>
+inline void sincos_2pi(T u, T& sin_out, T& cos_out) {
+    using C = GenConst<T>;
+    const T v = u * T(4);
+    // rint(v) by the round-to-nearest-even of an add; its low mantissa bits are k mod 4.
+    const T shifted = v + C::round_magic;
+    const T k = shifted - C::round_magic;
+    const UInt<T> q = bit_cast<UInt<T>>(shifted);
+    const T x = (v - k) * C::pio2;
+    const T z = x * x;
+    const T s = x * horner_n<T, C::sin_n>(z, kSinC);
+    const T c = horner_n<T, C::cos_n>(z, kCosC);
+    const bool odd = (q & 1u) != 0;
+    const bool neg = (q & 2u) != 0;
+    const T a = odd ? c : s;
+    const T b = odd ? -s : c;
+    sin_out = neg ? -a : a;
+    cos_out = neg ? -b : b;
+}
+
+inline double uniform53(std::uint32_t hi, std::uint32_t lo) {
+    const double a = static_cast<double>(static_cast<std::int32_t>(hi >> 5));
+    const double b = static_cast<double>(static_cast<std::int32_t>(lo >> 6));
+    return (a * 67108864.0 + b) * 0x1p-53;
+}
+
+inline float uniform24(std::uint32_t w) {
+    return static_cast<float>(static_cast<std::int32_t>(w >> 8)) * 0x1p-24f;
+}
+
+/// random._box_muller on one pair: (r cos 2 pi u, r sin 2 pi u), r = sqrt(-2 log(1 - v)).
+template <class T>
+inline void box_muller(T v, T u, T& zc, T& zs) {
+    const T r = std::sqrt(T(-2) * log_unit(T(1) - v));
+    T s, c;
+    sincos_2pi(u, s, c);
+    zc = r * c;
+    zs = r * s;
+}
+
+/// Box-Muller on n pairs, a loop the compiler vectorises.
+template <class T>
+inline void box_muller_arrays(const T* __restrict v, const T* __restrict u, T* __restrict zc,
+                              T* __restrict zs, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) box_muller(v[i], u[i], zc[i], zs[i]);
+}
+
+/// Batches of this many Philox blocks are computed at once (structure of arrays).
+constexpr std::size_t kBatch = 128;
+
+/// Values of blocks `first .. first + kBatch - 1` into out[kBatch * per_block], element
+/// `per_block * b + j` of the stream at out[per_block * (b - first) + j].
+template <Draw D>
+inline void batch_values(PhiloxKey key, std::uint32_t stream, std::uint32_t layer,
+                         std::uint64_t first, double* out) {
+    constexpr std::size_t B = kBatch;
+    std::uint32_t w0[B], w1[B], w2[B], w3[B];
+    philox_blocks<B>(key, stream, layer, first, w0, w1, w2, w3);
+    double v[B], u[B];
+    for (std::size_t i = 0; i < B; ++i) {
+        v[i] = uniform53(w0[i], w1[i]);
+        u[i] = uniform53(w2[i], w3[i]);
+    }
+    if (D == Draw::uniform) {
+        for (std::size_t i = 0; i < B; ++i) {
+            out[2 * i] = v[i];
+            out[2 * i + 1] = u[i];
+        }
+        return;
+    }
+    double zc[B], zs[B];
+    box_muller_arrays(v, u, zc, zs, B);
+    for (std::size_t i = 0; i < B; ++i) {
+        out[2 * i] = zc[i];
+        out[2 * i + 1] = zs[i];
+    }
+}
+
+template <Draw D>
+inline void batch_values(PhiloxKey key, std::uint32_t stream, std::uint32_t layer,
+                         std::uint64_t first, float* out) {
+    constexpr std::size_t B = kBatch;
+    std::uint32_t w0[B], w1[B], w2[B], w3[B];
+    philox_blocks<B>(key, stream, layer, first, w0, w1, w2, w3);
+    if (D == Draw::uniform) {
+        for (std::size_t i = 0; i < B; ++i) {
+            out[4 * i] = uniform24(w0[i]);
+            out[4 * i + 1] = uniform24(w1[i]);
+            out[4 * i + 2] = uniform24(w2[i]);
+            out[4 * i + 3] = uniform24(w3[i]);
+        }
+        return;
+    }
+    // Pairs (u0, u1) and (u2, u3) of each block, as one array of 2B pairs.
+    float v[2 * B], u[2 * B], zc[2 * B], zs[2 * B];
+    for (std::size_t i = 0; i < B; ++i) {
+        v[i] = uniform24(w0[i]);
+        u[i] = uniform24(w1[i]);
+        v[B + i] = uniform24(w2[i]);
+        u[B + i] = uniform24(w3[i]);
+    }
+    box_muller_arrays(v, u, zc, zs, 2 * B);
+    for (std::size_t i = 0; i < B; ++i) {
+        out[4 * i] = zc[i];
+        out[4 * i + 1] = zs[i];
+        out[4 * i + 2] = zc[B + i];
+        out[4 * i + 3] = zs[B + i];
+    }
+}
+
+}  // namespace detail
+
+/// Elements `start .. start + count - 1` of (seed, stream, layer): uniforms on [0, 1) or
+/// standard normals, written as `value * scale + shift` in T when `affine` (schemes.draw),
+/// else as they are.
+template <class T>
+void generate(Draw kind, std::uint64_t seed, std::uint32_t stream, std::uint32_t layer,
+              std::uint64_t start, std::size_t count, T* out, bool affine = false,
+              T scale = T(1), T shift = T(0)) {
+    if (count == 0) return;
+    constexpr std::uint64_t per_block = detail::GenConst<T>::per_block;
+    constexpr std::uint64_t batch_elems = detail::kBatch * per_block;
+    const PhiloxKey key = philox_key(seed);
+    alignas(64) T values[batch_elems];
+    const std::uint64_t end = start + count;
+    std::uint64_t block = start / per_block;
+    while (block * per_block < end) {
+        if (kind == Draw::normal)
+            detail::batch_values<Draw::normal>(key, stream, layer, block, values);
+        else
+            detail::batch_values<Draw::uniform>(key, stream, layer, block, values);
+        const std::uint64_t first = block * per_block;
+        const std::uint64_t lo = std::max(first, start);
+        const std::uint64_t hi = std::min(first + batch_elems, end);
+        const T* src = values + (lo - first);
+        T* dst = out + (lo - start);
+        const std::size_t n = static_cast<std::size_t>(hi - lo);
+        if (affine) {
+            for (std::size_t i = 0; i < n; ++i) dst[i] = src[i] * scale + shift;
+        } else {
+            std::memcpy(dst, src, n * sizeof(T));
+        }
+        block += detail::kBatch;
+    }
+}
+
+}  // namespace initscope
