@@ -1,0 +1,393 @@
+// The activation functions of initscope.activations, vectorisable and accurate to a few ulp.
+//
+// exp and expm1 use the classic reduction x = k ln2 + r, |r| <= ln2/2, with ln2 split in two
+// so that k * ln2_hi is exact, and a Taylor polynomial of expm1(r) whose truncation error is
+// far below an ulp. Results are rounded a handful of times, which keeps every activation
+// within 4 ulp of the correctly rounded value (tests/test_compiled_activations.py measures
+// it against mpmath). float32 tanh, sigmoid and the piecewise-linear ones run in float32;
+// the others are evaluated in float64 and rounded once. Functions whose argument is itself
+// computed (gelu_tanh's cubic, gelu's x / sqrt 2) carry that argument in double-double,
+// because their tails amplify its rounding error by up to |2y| (hundreds of ulp otherwise).
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <stdexcept>
+#include <string>
+
+#include "generator.hpp"
+
+namespace initscope {
+
+/// Kernel codes, the order of initscope.activations.ACTIVATIONS.
+enum class ActivationCode : int {
+    linear = 0,
+    tanh = 1,
+    relu = 2,
+    leaky_relu = 3,
+    sigmoid = 4,
+    softplus = 5,
+    elu = 6,
+    selu = 7,
+    gelu = 8,
+    gelu_tanh = 9,
+    silu = 10,
+};
+constexpr int kActivationCount = 11;
+
+namespace math {
+
+using detail::bit_cast;
+
+// 1/n!, n = 2..14 (float32 uses n = 2..8).
+constexpr double kInvFact[13] = {
+    0x1.0000000000000p-1,  0x1.5555555555555p-3,  0x1.5555555555555p-5,  0x1.1111111111111p-7,
+    0x1.6c16c16c16c17p-10, 0x1.a01a01a01a01ap-13, 0x1.a01a01a01a01ap-16, 0x1.71de3a556c734p-19,
+    0x1.27e4fb7789f5cp-22, 0x1.ae64567f544e4p-26, 0x1.1eed8eff8d898p-29, 0x1.6124613a86d09p-33,
+    0x1.93974a8c07c9dp-37};
+
+template <class T>
+struct ExpConst;
+
+template <>
+struct ExpConst<double> {
+    static constexpr double inv_ln2 = 0x1.71547652b82fep+0;
+    static constexpr double ln2_hi = 0x1.62e42feep-1;  // 33 bits: k * ln2_hi exact for |k| < 2**20
+    static constexpr double ln2_lo = 0x1.a39ef35793c76p-33;
+    static constexpr double round_magic = 0x1.8p52;
+    static constexpr int coefs = 13;
+    static constexpr double tanh_cap = 20.0;   // tanh rounds to 1 beyond 19.1
+    static constexpr double exp_min = -760.0;  // exp underflows to 0 below -745.2
+    static constexpr double deep = -1000.0;    // 2**k below the normal range: scale twice
+    static constexpr double deep_shift = 200.0;
+    static constexpr double deep_scale = 0x1p-200;
+};
+
+template <>
+struct ExpConst<float> {
+    static constexpr float inv_ln2 = 0x1.715476p+0f;
+    static constexpr float ln2_hi = 0x1.62e4p-1f;  // 17 bits: k * ln2_hi exact for |k| < 2**7
+    static constexpr float ln2_lo = 0x1.7f7d1cp-20f;
+    static constexpr float round_magic = 0x1.8p23f;
+    static constexpr int coefs = 7;
+    static constexpr float tanh_cap = 10.0f;  // tanh rounds to 1 beyond 9.02
+    static constexpr float exp_min = -110.0f;
+    static constexpr float deep = -120.0f;
+    static constexpr float deep_shift = 64.0f;
+    static constexpr float deep_scale = 0x1p-64f;
+};
+
+/// 2**k for an integral k (given as T) within the normal exponent range.
+inline double pow2i(double k) {
+    const std::uint64_t bits = bit_cast<std::uint64_t>(k + ExpConst<double>::round_magic);
+    return bit_cast<double>((bits + 1023u) << 52);
+}
+
+inline float pow2i(float k) {
+    const std::uint32_t bits = bit_cast<std::uint32_t>(k + ExpConst<float>::round_magic);
+    return bit_cast<float>((bits + 127u) << 23);
+}
+
+/// x = k ln2 + r with k = rint(x / ln2) and |r| <= ln2 / 2 (plus rounding).
+template <class T>
+inline void reduce(T x, T& k, T& r) {
+    using C = ExpConst<T>;
+    const T shifted = x * C::inv_ln2 + C::round_magic;
+    k = shifted - C::round_magic;
+    r = (x - k * C::ln2_hi) - k * C::ln2_lo;
+}
+
+/// expm1(r) for |r| <= ln2 / 2: r + r^2 (1/2! + r (1/3! + ...)).
+template <class T>
+inline T expm1_poly(T r) {
+    constexpr int n = ExpConst<T>::coefs;
+    T q = static_cast<T>(kInvFact[n - 1]);
+#pragma GCC unroll 16
+    for (int i = n - 2; i >= 0; --i) q = q * r + static_cast<T>(kInvFact[i]);
+    return r + (r * r) * q;
+}
+
+/// expm1(x) for |x| <= 60 (callers clamp).
+template <class T>
+inline T expm1_bounded(T x) {
+    T k, r;
+    reduce(x, k, r);
+    const T p = expm1_poly(r);
+    const T s = pow2i(k);
+    return s * p + (s - T(1));
+}
+
+/// exp(x) for exp_min <= x <= 0 (callers clamp), subnormal results rounded once.
+template <class T>
+inline T exp_nonpositive(T x) {
+    using C = ExpConst<T>;
+    T k, r;
+    reduce(x, k, r);
+    const T m = T(1) + expm1_poly(r);
+    const bool deep = k < C::deep;
+    const T k1 = deep ? k + C::deep_shift : k;
+    const T s2 = deep ? C::deep_scale : T(1);
+    return (m * pow2i(k1)) * s2;
+}
+
+// ---- double-double helpers -------------------------------------------------------------
+
+inline void two_prod(double a, double b, double& p, double& e) {
+    p = a * b;
+#if defined(__FMA__)
+    e = std::fma(a, b, -p);
+#else
+    // Dekker's product: split each factor into 26-bit halves.
+    const double split = 134217729.0;  // 2**27 + 1
+    const double ta = split * a, tb = split * b;
+    const double ah = ta - (ta - a), al = a - ah;
+    const double bh = tb - (tb - b), bl = b - bh;
+    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl;
+#endif
+}
+
+inline void two_sum(double a, double b, double& s, double& e) {
+    s = a + b;
+    const double bb = s - a;
+    e = (a - (s - bb)) + (b - bb);
+}
+
+// ---- the activations -------------------------------------------------------------------
+
+template <class T>
+inline T relu(T x) {
+    return (x >= T(0) || x != x) ? x : T(0);  // np.maximum(x, 0): NaN and -0.0 pass through
+}
+
+template <class T>
+inline T tanh(T x) {
+    using C = ExpConst<T>;
+    const T ax = std::abs(x);
+    const T t = ax < C::tanh_cap ? ax : C::tanh_cap;
+    const T e = expm1_bounded(t + t);  // tanh|x| = e / (e + 2), e = expm1(2|x|)
+    const T y = std::copysign(e / (e + T(2)), x);
+    return x != x ? x : y;
+}
+
+template <class T>
+inline T sigmoid(T x) {
+    using C = ExpConst<T>;
+    T t = -std::abs(x);
+    t = t > C::exp_min ? t : C::exp_min;
+    const T e = exp_nonpositive(t);  // exp(-|x|): never overflows
+    const T num = x >= T(0) ? T(1) : e;
+    const T y = num / (T(1) + e);
+    return x != x ? x : y;
+}
+
+/// log1p(t) for t in [0, 1]: log(1 + t) as 2 atanh(s) plus the rounding error of 1 + t.
+inline double log1p_unit(double t) {
+    const double u = 1.0 + t;
+    const double c = t - (u - 1.0);  // exact: the part of t that 1 + t lost
+    const bool big = u > 0x1.6a09e667f3bcdp+0;
+    const double half = u * 0.5;
+    const double f = big ? half : u;
+    const double s = (f - 1.0) / (f + 1.0);
+    const double log_f = 2.0 * s * detail::horner_n<double, 10>(s * s, detail::kLogC);
+    const double ef = big ? 1.0 : 0.0;
+    return (ef * ExpConst<double>::ln2_hi + (ef * ExpConst<double>::ln2_lo + log_f)) + c / u;
+}
+
+inline double softplus(double x) {
+    double t = -std::abs(x);
+    t = t > ExpConst<double>::exp_min ? t : ExpConst<double>::exp_min;
+    const double m = x > 0.0 ? x : 0.0;
+    const double y = m + log1p_unit(exp_nonpositive(t));
+    return x != x ? x : y;
+}
+
+inline double elu(double x, double alpha) {
+    double t = x < 0.0 ? x : 0.0;
+    t = t > -40.0 ? t : -40.0;
+    const double y = x > 0.0 ? x : alpha * expm1_bounded(t);
+    return x != x ? x : y;
+}
+
+constexpr double kSeluScale = 0x1.0cfabd6a91132p+0;
+constexpr double kSeluScaleAlpha = 0x1.c212cc640f031p+0;  // scale * alpha, rounded once
+
+inline double selu(double x) {
+    double t = x < 0.0 ? x : 0.0;
+    t = t > -40.0 ? t : -40.0;
+    const double y = x > 0.0 ? kSeluScale * x : kSeluScaleAlpha * expm1_bounded(t);
+    return x != x ? x : y;
+}
+
+/// x * sigmoid(s) where s = sh + sl (double-double), without underflow of x * exp(s) when
+/// that product is subnormal: exp(-|s|) is carried as exp(-|s|) * 2**200 when tiny.
+inline double times_sigmoid(double x, double sh, double sl) {
+    using C = ExpConst<double>;
+    const bool neg = sh < 0.0;
+    double t = neg ? sh : -sh;  // -|s|
+    const double tl = neg ? sl : -sl;
+    t = t > C::exp_min ? t : C::exp_min;
+    double k, r;
+    reduce(t, k, r);
+    const double m = 1.0 + expm1_poly(r);
+    const bool deep = k < -800.0;  // exp(t) < 2**-800: 1 + exp(t) == 1
+    double es = m * pow2i(deep ? k + 200.0 : k);
+    es = es + es * tl;  // exp(t + tl) = exp(t) (1 + tl)
+    const double den = 1.0 + (deep ? 0.0 : es);
+    const double num = neg ? x * es : x;
+    const double y = num / den;
+    return (deep && neg) ? y * 0x1p-200 : y;
+}
+
+inline double silu(double x) {
+    const double y = times_sigmoid(x, x, 0.0);
+    return x != x ? x : y;
+}
+
+constexpr double kGeluC2Hi = 0x1.9884533d43651p+0;  // 2 sqrt(2 / pi), double-double
+constexpr double kGeluC2Lo = -0x1.cbc0d30ebfd15p-54;
+constexpr double kGeluKHi = 0x1.6e4e26d4801f7p-5;  // 0.044715, double-double
+constexpr double kGeluKLo = 0x1.441355475a31ap-59;
+
+/// x sigmoid(2y), 2y = 2 sqrt(2/pi) x (1 + 0.044715 x^2) computed in double-double.
+inline double gelu_tanh(double x) {
+    double xc = x < 60.0 ? x : 60.0;  // beyond, sigmoid(2y) is 0 or 1
+    xc = xc > -60.0 ? xc : -60.0;
+    double p, pe, bh, be, ch, ce, dh, de, yh, ye;
+    two_prod(xc, xc, p, pe);
+    two_prod(kGeluKHi, p, bh, be);
+    be = be + (kGeluKHi * pe + kGeluKLo * p);
+    two_sum(1.0, bh, ch, ce);
+    ce = ce + be;
+    two_prod(xc, ch, dh, de);
+    de = de + xc * ce;
+    two_prod(kGeluC2Hi, dh, yh, ye);
+    ye = ye + (kGeluC2Hi * de + kGeluC2Lo * dh);
+    const double y = times_sigmoid(x, yh, ye);
+    return x != x ? x : y;
+}
+
+constexpr double kRsqrt2Hi = 0x1.6a09e667f3bcdp-1;  // 1 / sqrt 2, double-double
+constexpr double kRsqrt2Lo = -0x1.bdd3413b26456p-55;
+constexpr double kTwoOverSqrtPi = 0x1.20dd750429b6dp+0;
+constexpr double kInvSqrt2Pi = 0x1.9884533d43651p-2;  // 1 / sqrt(2 pi)
+
+/// 0.5 x erfc(-x / sqrt 2). The argument z = -x / sqrt 2 is carried in double-double and
+/// erfc(zh + zl) ~ erfc(zh) - 2/sqrt(pi) exp(-zh^2) zl. Where erfc nears underflow
+/// (x < -37.3) the asymptotic series of exp(-x^2/2) / sqrt(2 pi) is evaluated scaled by
+/// 2**1000, so the subnormal result is rounded once.
+inline double gelu(double x) {
+    if (!(std::abs(x) <= std::numeric_limits<double>::max()))
+        return 0.5 * x * std::erfc(-x * kRsqrt2Hi);  // NaN and inf as the reference
+    if (x < -40.0) return -0.0;  // |gelu| < 1e-340: rounds to zero
+    if (x < -37.3) {
+        double q, qe;
+        two_prod(x, x, q, qe);
+        // -x^2/2 + 1000 ln2; 1000 ln2_hi is exact and the subtraction is exact (Sterbenz).
+        const double arg = (1000.0 * ExpConst<double>::ln2_hi - 0.5 * q) +
+                           (1000.0 * ExpConst<double>::ln2_lo - 0.5 * qe);
+        const double w = 1.0 / q;  // 1 / x^2 = 1 / (2 z^2)
+        // 1 - w + 3 w^2 - 15 w^3 + ... ((2k-1)!! (-w)^k)
+        const double series =
+            1.0 + w * (-1.0 + w * (3.0 + w * (-15.0 + w * (105.0 + w * (-945.0 + w * (10395.0 +
+            w * (-135135.0 + w * 2027025.0)))))));  // fmt: the alternating asymptotic series
+        return -(kInvSqrt2Pi * std::exp(arg) * series) * 0x1p-1000;
+    }
+    double zh, zl;
+    two_prod(-x, kRsqrt2Hi, zh, zl);
+    zl = zl + (-x) * kRsqrt2Lo;
+    const double tail = std::erfc(zh) - kTwoOverSqrtPi * std::exp(-zh * zh) * zl;
+    return 0.5 * x * tail;
+}
+
+}  // namespace math
+
+namespace detail {
+
+template <class T, class F>
+inline void map(const T* __restrict in, T* __restrict out, std::size_t n, F f) {
+    for (std::size_t i = 0; i < n; ++i) out[i] = f(in[i]);
+}
+
+/// float32 values through a float64 function, rounded once.
+template <class F>
+inline void map_in_double(const float* __restrict in, float* __restrict out, std::size_t n,
+                          F f) {
+    for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<float>(f(static_cast<double>(in[i])));
+}
+
+template <class F>
+inline void map_in_double(const double* __restrict in, double* __restrict out, std::size_t n,
+                          F f) {
+    for (std::size_t i = 0; i < n; ++i) out[i] = f(in[i]);
+}
+
+}  // namespace detail
+
+/// out[i] = activation(in[i]) for i < n; `param` is leaky_relu's slope or elu's alpha.
+/// `in` and `out` must not overlap.
+template <class T>
+void activate(ActivationCode code, double param, const T* __restrict in, T* __restrict out,
+              std::size_t n) {
+    using detail::map;
+    using detail::map_in_double;
+    switch (code) {
+        case ActivationCode::linear:
+            for (std::size_t i = 0; i < n; ++i) out[i] = in[i];
+            return;
+        case ActivationCode::tanh:
+            map(in, out, n, [](T x) { return math::tanh(x); });
+            return;
+        case ActivationCode::relu:
+            map(in, out, n, [](T x) { return math::relu(x); });
+            return;
+        case ActivationCode::leaky_relu: {
+            const T slope = static_cast<T>(param);
+            map(in, out, n, [slope](T x) { return x < T(0) ? x * slope : x; });
+            return;
+        }
+        case ActivationCode::sigmoid:
+            map(in, out, n, [](T x) { return math::sigmoid(x); });
+            return;
+        case ActivationCode::softplus:
+            map_in_double(in, out, n, [](double x) { return math::softplus(x); });
+            return;
+        case ActivationCode::elu: {
+            const double alpha = static_cast<double>(static_cast<T>(param));
+            map_in_double(in, out, n, [alpha](double x) { return math::elu(x, alpha); });
+            return;
+        }
+        case ActivationCode::selu:
+            map_in_double(in, out, n, [](double x) { return math::selu(x); });
+            return;
+        case ActivationCode::gelu:
+            if (sizeof(T) == 4) {
+                // float32: z = -x / sqrt 2 in float64 is accurate far beyond float32's ulp.
+                map_in_double(in, out, n, [](double x) {
+                    return 0.5 * x * std::erfc(-x * math::kRsqrt2Hi);
+                });
+            } else {
+                map_in_double(in, out, n, [](double x) { return math::gelu(x); });
+            }
+            return;
+        case ActivationCode::gelu_tanh:
+            map_in_double(in, out, n, [](double x) { return math::gelu_tanh(x); });
+            return;
+        case ActivationCode::silu:
+            map_in_double(in, out, n, [](double x) { return math::silu(x); });
+            return;
+    }
+    throw std::invalid_argument("unknown activation code " + std::to_string(static_cast<int>(code)));
+}
+
+/// The activation code as an enum, checked.
+inline ActivationCode activation_code(int code) {
+    if (code < 0 || code >= kActivationCount)
+        throw std::invalid_argument("activation code must be in [0, " +
+                                    std::to_string(kActivationCount) + "), got " +
+                                    std::to_string(code));
+    return static_cast<ActivationCode>(code);
+}
+
+}  // namespace initscope

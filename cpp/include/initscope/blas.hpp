@@ -1,0 +1,72 @@
+// The GEMM: OpenBLAS from the scipy-openblas32 wheel (symbols prefixed scipy_), always run
+// single-threaded from initscope's own threads.
+#pragma once
+
+#include <dlfcn.h>
+
+#include <cblas.h>
+
+#include <mutex>
+#include <string>
+
+namespace initscope {
+
+/// Row-major C (m x n, ldc) = A (m x k, lda) * B (k x n, ldb).
+inline void gemm(int m, int n, int k, const double* a, int lda, const double* b, int ldb,
+                 double* c, int ldc) {
+    scipy_cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0, a, lda, b, ldb,
+                      0.0, c, ldc);
+}
+
+inline void gemm(int m, int n, int k, const float* a, int lda, const float* b, int ldb,
+                 float* c, int ldc) {
+    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a, lda, b, ldb,
+                      0.0f, c, ldc);
+}
+
+namespace detail {
+using SetThreadsLocal = int (*)(int);
+
+/// openblas_set_num_threads_local where this OpenBLAS exports it (declared in cblas.h, but
+/// not every build has the symbol), looked up once.
+inline SetThreadsLocal set_threads_local() {
+    static const SetThreadsLocal fn = reinterpret_cast<SetThreadsLocal>(
+        dlsym(RTLD_DEFAULT, "scipy_openblas_set_num_threads_local"));
+    return fn;
+}
+}  // namespace detail
+
+/// Makes GEMM calls from the calling thread run single-threaded: initscope's threads each
+/// call their own GEMM, and OpenBLAS's busy-waiting pool would only compete with them.
+/// Where this OpenBLAS lacks the thread-local setting, its process-wide thread count is set
+/// to 1 (call `prepare_blas` from the thread that starts the run, before the workers).
+class SingleThreadedBlas {
+public:
+    SingleThreadedBlas() {
+        if (auto fn = detail::set_threads_local()) previous_ = fn(1);
+    }
+    ~SingleThreadedBlas() {
+        if (auto fn = detail::set_threads_local()) fn(previous_);
+    }
+    SingleThreadedBlas(const SingleThreadedBlas&) = delete;
+    SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
+
+private:
+    int previous_ = 1;
+};
+
+/// Without the thread-local setting, sets OpenBLAS's process-wide thread count to 1 (this
+/// private copy of OpenBLAS serves initscope alone); serialised, as OpenBLAS's setter is
+/// not safe to call from several threads at once.
+inline void prepare_blas() {
+    if (detail::set_threads_local()) return;
+    static std::mutex mutex;
+    std::lock_guard<std::mutex> lock(mutex);
+    if (scipy_openblas_get_num_threads() != 1) scipy_openblas_set_num_threads(1);
+}
+
+/// OpenBLAS's build configuration and the kernel family it picked for this CPU.
+inline std::string blas_config() { return scipy_openblas_get_config(); }
+inline std::string blas_corename() { return scipy_openblas_get_corename(); }
+
+}  // namespace initscope

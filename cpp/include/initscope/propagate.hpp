@@ -1,0 +1,351 @@
+// The fused layer loop: samples in chunks through every layer; each chunk's rows in tiles,
+// each tile's GEMM followed, by the same thread while the tile is in cache, by the bias,
+// the activation and every statistic. Tiles are fixed by the shapes alone and merged in
+// order, so results are bit-identical for any number of threads.
+#pragma once
+
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "activations.hpp"
+#include "blas.hpp"
+#include "generator.hpp"
+#include "stats.hpp"
+
+namespace initscope {
+
+enum class WeightSource : int { given = 0, normal = 1, uniform = 2 };
+
+/// One dense layer, H = X W (+ b), A = act(H).
+struct LayerSpec {
+    std::size_t fan_in = 0, fan_out = 0;
+    ActivationCode activation = ActivationCode::linear;
+    double param = 0.0;
+    bool bounded = false;  // has a saturation range [sat_low, sat_high]
+    double sat_low = 0.0, sat_high = 0.0;
+    WeightSource source = WeightSource::given;
+    double scale = 1.0, shift = 0.0;  // drawn weights: value * scale + shift (schemes.draw)
+    const void* weights = nullptr;    // given: (fan_in, fan_out), row-major, the run's dtype
+    double bias_std = 0.0;            // > 0: b = bias_std * z from the BIASES stream
+    void* kept = nullptr;             // non-null: (n_samples, fan_out) for the activations
+};
+
+/// A checked experiment (initscope.plan.Plan in C++ terms).
+struct RunSpec {
+    std::uint64_t n_samples = 0;
+    std::size_t input_dim = 0;
+    std::uint64_t seed = 0;
+    const void* inputs = nullptr;  // (n_samples, input_dim), or null: drawn from INPUTS
+    std::vector<LayerSpec> layers;
+    int bins = 30;
+    double hist_low = -1.0, hist_high = 1.0;
+    int threads = 1;
+    std::size_t chunk_size = 0;
+};
+
+/// Thrown when the interrupt check asks the run to stop.
+struct Interrupted : std::exception {
+    const char* what() const noexcept override { return "interrupted"; }
+};
+
+/// Asked between tiles, layers and chunks, at most every few milliseconds, from the thread
+/// that started the run; returning true stops the run.
+using InterruptCheck = std::function<bool()>;
+
+namespace detail {
+
+// GEMM calls start and end on multiples of 48 samples (padding with zero rows), so every
+// sample is computed at the same place in OpenBLAS's register blocks (24 rows for sgemm on
+// Haswell/Zen, 4 or 16 elsewhere) whatever the chunk: results do not depend on chunk_size.
+constexpr std::size_t kRowAlign = 48;
+// Tiles are fixed runs of 240 samples (a multiple of kRowAlign): large enough for the GEMM
+// to run near its peak, small enough to stay in L2/L3 and to balance threads.
+constexpr std::size_t kTileRows = 240;
+constexpr std::size_t kSegment = std::size_t(1) << 16;  // elements drawn per parallel job
+constexpr std::size_t kWeightCacheBytes = std::size_t(128) << 20;
+constexpr auto kCheckEvery = std::chrono::milliseconds(20);
+
+inline void require(bool ok, const std::string& message) {
+    if (!ok) throw std::invalid_argument(message);
+}
+
+inline void check_spec(const RunSpec& spec) {
+    require(spec.n_samples > 0, "n_samples must be positive");
+    require(spec.input_dim > 0, "input_dim must be positive");
+    require(!spec.layers.empty(), "the network needs at least one layer");
+    require(spec.bins > 0, "bins must be positive");
+    require(spec.hist_low < spec.hist_high, "hist_range must have low < high");
+    require(spec.threads > 0, "threads must be positive");
+    require(spec.chunk_size > 0, "chunk_size must be positive");
+    constexpr std::size_t int_max = 0x7fffffff;
+    std::size_t fan_in = spec.input_dim;
+    for (std::size_t l = 0; l < spec.layers.size(); ++l) {
+        const LayerSpec& layer = spec.layers[l];
+        const std::string name = "layer " + std::to_string(l);
+        require(layer.fan_in == fan_in, name + ": fan_in does not match the previous width");
+        require(layer.fan_out > 0 && layer.fan_out <= int_max && layer.fan_in <= int_max,
+                name + ": widths must be in [1, 2**31)");
+        require(layer.source != WeightSource::given || layer.weights != nullptr,
+                name + ": weights missing");
+        require(!(layer.bias_std < 0.0), name + ": bias_std must be >= 0");
+        fan_in = layer.fan_out;
+    }
+}
+
+/// One tile: GEMM over buffer rows [call_begin, call_begin + call_rows), statistics over the
+/// sample rows [stat_begin, stat_begin + stat_rows) inside it.
+struct Tile {
+    std::size_t call_begin, call_rows, stat_begin, stat_rows;
+};
+
+/// Collects the first exception thrown on any thread of a parallel region.
+class ErrorSlot {
+public:
+    void capture() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (!error_) error_ = std::current_exception();
+        failed_.store(true, std::memory_order_relaxed);
+    }
+    bool failed() const { return failed_.load(std::memory_order_relaxed); }
+    void rethrow() {
+        if (error_) std::rethrow_exception(error_);
+    }
+
+private:
+    std::mutex mutex_;
+    std::exception_ptr error_;
+    std::atomic<bool> failed_{false};
+};
+
+/// Rate-limited calls of the interrupt check, from the thread that started the run only.
+class Watch {
+public:
+    explicit Watch(const InterruptCheck& check) : check_(check), last_(Clock::now()) {}
+
+    /// Asks the check if it is due; true once the run must stop.
+    bool poll() {
+        if (stop_.load(std::memory_order_relaxed)) return true;
+        if (!check_) return false;
+        const auto now = Clock::now();
+        if (now - last_ < kCheckEvery) return false;
+        last_ = now;
+        if (check_()) stop_.store(true, std::memory_order_relaxed);
+        return stop();
+    }
+    bool stop() const { return stop_.load(std::memory_order_relaxed); }
+
+private:
+    using Clock = std::chrono::steady_clock;
+    const InterruptCheck& check_;
+    Clock::time_point last_;
+    std::atomic<bool> stop_{false};
+};
+
+template <class T>
+std::unique_ptr<T[]> buffer(std::size_t count) {
+    return std::unique_ptr<T[]>(new T[count]);
+}
+
+}  // namespace detail
+
+/// Runs the experiment: per layer, the accumulators of stats.hpp over all samples.
+template <class T>
+std::vector<LayerStats> propagate(const RunSpec& spec, const InterruptCheck& check) {
+    using namespace detail;
+    check_spec(spec);
+    prepare_blas();
+
+    const std::size_t depth = spec.layers.size();
+    const std::uint64_t n = spec.n_samples;
+    const std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(spec.chunk_size, n));
+    const std::uint64_t chunks = (n + chunk - 1) / chunk;
+    std::size_t width = spec.input_dim;
+    for (const auto& layer : spec.layers) width = std::max(width, layer.fan_out);
+
+    // Two activation buffers of a chunk, with room for the alignment padding before and after.
+    const std::size_t buffer_rows = chunk + 2 * kRowAlign;
+    auto x_buffer = buffer<T>(buffer_rows * width);
+    auto y_buffer = buffer<T>(buffer_rows * width);
+
+    // Weights drawn in place: kept for all chunks if they fit a modest budget, else redrawn.
+    std::size_t drawn_bytes = 0, largest = 0;
+    for (const auto& layer : spec.layers) {
+        if (layer.source == WeightSource::given) continue;
+        drawn_bytes += layer.fan_in * layer.fan_out * sizeof(T);
+        largest = std::max(largest, layer.fan_in * layer.fan_out);
+    }
+    const bool cache_weights = chunks > 1 && drawn_bytes <= kWeightCacheBytes;
+    std::vector<std::unique_ptr<T[]>> weights(depth);
+    std::vector<bool> weights_ready(depth, false);
+    std::unique_ptr<T[]> shared_weights;
+    for (std::size_t l = 0; l < depth; ++l) {
+        const LayerSpec& layer = spec.layers[l];
+        if (layer.source != WeightSource::given && cache_weights)
+            weights[l] = buffer<T>(layer.fan_in * layer.fan_out);
+    }
+    if (!cache_weights && largest > 0) shared_weights = buffer<T>(largest);
+
+    // Biases: small, drawn once.
+    std::vector<std::vector<T>> biases(depth);
+    for (std::size_t l = 0; l < depth; ++l) {
+        const LayerSpec& layer = spec.layers[l];
+        if (!(layer.bias_std > 0.0)) continue;
+        biases[l].resize(layer.fan_out);
+        generate<T>(Draw::normal, spec.seed, kBiases, static_cast<std::uint32_t>(l), 0,
+                    layer.fan_out, biases[l].data());
+        const T bias_std = static_cast<T>(layer.bias_std);
+        for (auto& b : biases[l]) b = b * bias_std;  // random.normal(...) * dtype(bias_std)
+    }
+
+    std::vector<LayerStats> stats(depth);
+    for (std::size_t l = 0; l < depth; ++l) stats[l].reset(spec.layers[l].fan_out, spec.bins);
+    HistSpec hist{spec.bins, spec.hist_low, spec.hist_high,
+                  static_cast<double>(spec.bins) / (spec.hist_high - spec.hist_low),
+                  false, 0.0, 0.0};
+
+    const int threads = spec.threads;
+    std::vector<std::vector<T>> scratch(static_cast<std::size_t>(threads));
+    std::vector<TileStats> tile_stats(chunk / kTileRows + 2);
+    std::vector<Tile> tiles;
+    Watch watch(check);
+
+    for (std::uint64_t c = 0; c < chunks; ++c) {
+        const std::uint64_t r0 = c * chunk;
+        const std::uint64_t r1 = std::min<std::uint64_t>(n, r0 + chunk);
+        const std::size_t rows = static_cast<std::size_t>(r1 - r0);
+        const std::uint64_t base = r0 / kRowAlign * kRowAlign;  // sample of buffer row 0
+        const std::size_t front = static_cast<std::size_t>(r0 - base);
+        const std::size_t padded =
+            static_cast<std::size_t>((r1 + kRowAlign - 1) / kRowAlign * kRowAlign - base);
+
+        tiles.clear();
+        for (std::uint64_t t = r0 / kTileRows; t * kTileRows < r1; ++t) {
+            const std::uint64_t s = std::max<std::uint64_t>(r0, t * kTileRows);
+            const std::uint64_t e = std::min<std::uint64_t>(r1, (t + 1) * kTileRows);
+            const std::uint64_t call_begin = s / kRowAlign * kRowAlign;
+            const std::uint64_t call_end = (e + kRowAlign - 1) / kRowAlign * kRowAlign;
+            tiles.push_back({static_cast<std::size_t>(call_begin - base),
+                             static_cast<std::size_t>(call_end - call_begin),
+                             static_cast<std::size_t>(s - base), static_cast<std::size_t>(e - s)});
+        }
+
+        // Layer 0's input rows, between zero padding rows.
+        T* x = x_buffer.get();
+        T* y = y_buffer.get();
+        const std::size_t dim = spec.input_dim;
+        std::fill(x, x + front * dim, T(0));
+        std::fill(x + (front + rows) * dim, x + padded * dim, T(0));
+        if (spec.inputs != nullptr) {
+            const T* src = static_cast<const T*>(spec.inputs) + r0 * dim;
+            std::memcpy(x + front * dim, src, rows * dim * sizeof(T));
+        }
+
+        for (std::size_t l = 0; l < depth; ++l) {
+            if (watch.poll()) throw Interrupted();
+            const LayerSpec& layer = spec.layers[l];
+            const std::size_t fan_in = layer.fan_in, fan_out = layer.fan_out;
+
+            // Jobs drawn before the GEMMs: layer 0's inputs, this layer's weights.
+            const bool draw_inputs = l == 0 && spec.inputs == nullptr;
+            const bool draw_weights = layer.source != WeightSource::given &&
+                                      !(cache_weights && weights_ready[l]);
+            const T* w = static_cast<const T*>(layer.weights);
+            T* w_out = nullptr;
+            if (layer.source != WeightSource::given) {
+                w_out = cache_weights ? weights[l].get() : shared_weights.get();
+                w = w_out;
+            }
+            const std::size_t input_count = draw_inputs ? rows * dim : 0;
+            const std::size_t weight_count = draw_weights ? fan_in * fan_out : 0;
+            const std::size_t input_jobs = (input_count + kSegment - 1) / kSegment;
+            const std::size_t jobs = input_jobs + (weight_count + kSegment - 1) / kSegment;
+
+            const T* bias = biases[l].empty() ? nullptr : biases[l].data();
+            hist.bounded = layer.bounded;
+            hist.sat_low = layer.sat_low;
+            hist.sat_high = layer.sat_high;
+            ErrorSlot errors;
+
+#pragma omp parallel num_threads(threads)
+            {
+                SingleThreadedBlas single_threaded;
+                const int me = omp_get_thread_num();
+#pragma omp for schedule(static)
+                for (std::size_t job = 0; job < jobs; ++job) {
+                    if (errors.failed()) continue;
+                    try {
+                        if (job < input_jobs) {
+                            const std::size_t first = job * kSegment;
+                            const std::size_t count = std::min(kSegment, input_count - first);
+                            generate<T>(Draw::normal, spec.seed, kInputs, 0, r0 * dim + first,
+                                        count, x + front * dim + first);
+                        } else {
+                            const std::size_t first = (job - input_jobs) * kSegment;
+                            const std::size_t count = std::min(kSegment, weight_count - first);
+                            generate<T>(layer.source == WeightSource::normal ? Draw::normal
+                                                                              : Draw::uniform,
+                                        spec.seed, kWeights, static_cast<std::uint32_t>(l),
+                                        first, count, w_out + first, true,
+                                        static_cast<T>(layer.scale), static_cast<T>(layer.shift));
+                        }
+                    } catch (...) {
+                        errors.capture();
+                    }
+                }  // implicit barrier: inputs and weights are complete
+
+#pragma omp for schedule(dynamic, 1)
+                for (std::size_t t = 0; t < tiles.size(); ++t) {
+                    if (errors.failed() || watch.stop()) continue;
+                    try {
+                        const Tile& tile = tiles[t];
+                        gemm(static_cast<int>(tile.call_rows), static_cast<int>(fan_out),
+                             static_cast<int>(fan_in), x + tile.call_begin * fan_in,
+                             static_cast<int>(fan_in), w, static_cast<int>(fan_out),
+                             y + tile.call_begin * fan_out, static_cast<int>(fan_out));
+                        std::vector<T>& post = scratch[static_cast<std::size_t>(me)];
+                        post.resize(fan_out);
+                        TileStats& ts = tile_stats[t];
+                        ts.reset(fan_out, spec.bins);
+                        for (std::size_t r = 0; r < tile.stat_rows; ++r) {
+                            T* h = y + (tile.stat_begin + r) * fan_out;
+                            if (bias != nullptr)
+                                for (std::size_t j = 0; j < fan_out; ++j) h[j] = h[j] + bias[j];
+                            activate(layer.activation, layer.param, h, post.data(), fan_out);
+                            ts.add_row(h, post.data(), hist);
+                            std::memcpy(h, post.data(), fan_out * sizeof(T));
+                        }
+                    } catch (...) {
+                        errors.capture();
+                    }
+                    if (me == 0) watch.poll();
+                }
+            }
+            errors.rethrow();
+            if (watch.stop()) throw Interrupted();
+            if (layer.source != WeightSource::given && cache_weights) weights_ready[l] = true;
+
+            for (std::size_t t = 0; t < tiles.size(); ++t) stats[l].merge(tile_stats[t]);
+            if (layer.kept != nullptr) {
+                T* dst = static_cast<T*>(layer.kept) + r0 * fan_out;
+                std::memcpy(dst, y + front * fan_out, rows * fan_out * sizeof(T));
+            }
+            std::swap(x, y);
+        }
+    }
+    return stats;
+}
+
+}  // namespace initscope
