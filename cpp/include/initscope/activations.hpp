@@ -156,6 +156,12 @@ inline void two_sum(double a, double b, double& s, double& e) {
 
 // ---- the activations -------------------------------------------------------------------
 
+/// The largest -s for which the reference's 1 / (1 + exp(-s)) does not overflow, per dtype:
+/// beyond it the reference's sigmoid is exactly 0, and so is ours (in zero counts too).
+constexpr double kSigmoidFlush64 = 0x1.62e42fefa39efp+9;  // log(DBL_MAX)
+constexpr float kSigmoidFlush32 = 0x1.62e42ep+6f;         // largest float below log(FLT_MAX)
+
+
 template <class T>
 inline T relu(T x) {
     return (x >= T(0) || x != x) ? x : T(0);  // np.maximum(x, 0): NaN and -0.0 pass through
@@ -179,7 +185,8 @@ inline T sigmoid(T x) {
     const T e = exp_nonpositive(t);  // exp(-|x|): never overflows
     const T num = x >= T(0) ? T(1) : e;
     const T y = num / (T(1) + e);
-    return x != x ? x : y;
+    const T zero_below = -static_cast<T>(sizeof(T) == 8 ? kSigmoidFlush64 : kSigmoidFlush32);
+    return x != x ? x : (x < zero_below ? T(0) : y);  // where the reference's exp(-x) overflows
 }
 
 /// log1p(t) for t in [0, 1]: log(1 + t) as 2 atanh(s) plus the rounding error of 1 + t.
@@ -220,13 +227,15 @@ inline double selu(double x) {
     return x != x ? x : y;
 }
 
-/// x * sigmoid(s) where s = sh + sl (double-double), without underflow of x * exp(s) when
-/// that product is subnormal: exp(-|s|) is carried as exp(-|s|) * 2**200 when tiny.
-inline double times_sigmoid(double x, double sh, double sl) {
+/// x * sigmoid(s), s = sh + sl in double-double, flushed to x * 0 where s < -flush (as the
+/// reference's formula). exp(-|s|) is carried times 2**200 when tiny, so that x * exp(s)
+/// is rounded once even where exp(s) alone would be subnormal.
+inline double times_sigmoid(double x, double sh, double sl, double flush) {
     using C = ExpConst<double>;
     const bool neg = sh < 0.0;
     double t = neg ? sh : -sh;  // -|s|
     const double tl = neg ? sl : -sl;
+    const bool zero = neg && t < -flush;
     t = t > C::exp_min ? t : C::exp_min;
     double k, r;
     reduce(t, k, r);
@@ -234,14 +243,15 @@ inline double times_sigmoid(double x, double sh, double sl) {
     const bool deep = k < -800.0;  // exp(t) < 2**-800: 1 + exp(t) == 1
     double es = m * pow2i(deep ? k + 200.0 : k);
     es = es + es * tl;  // exp(t + tl) = exp(t) (1 + tl)
+    es = zero ? 0.0 : es;
     const double den = 1.0 + (deep ? 0.0 : es);
     const double num = neg ? x * es : x;
     const double y = num / den;
     return (deep && neg) ? y * 0x1p-200 : y;
 }
 
-inline double silu(double x) {
-    const double y = times_sigmoid(x, x, 0.0);
+inline double silu(double x, double flush) {
+    const double y = times_sigmoid(x, x, 0.0, flush);
     return x != x ? x : y;
 }
 
@@ -251,7 +261,7 @@ constexpr double kGeluKHi = 0x1.6e4e26d4801f7p-5;  // 0.044715, double-double
 constexpr double kGeluKLo = 0x1.441355475a31ap-59;
 
 /// x sigmoid(2y), 2y = 2 sqrt(2/pi) x (1 + 0.044715 x^2) computed in double-double.
-inline double gelu_tanh(double x) {
+inline double gelu_tanh(double x, double flush) {
     double xc = x < 60.0 ? x : 60.0;  // beyond, sigmoid(2y) is 0 or 1
     xc = xc > -60.0 ? xc : -60.0;
     double p, pe, bh, be, ch, ce, dh, de, yh, ye;
@@ -264,7 +274,7 @@ inline double gelu_tanh(double x) {
     de = de + xc * ce;
     two_prod(kGeluC2Hi, dh, yh, ye);
     ye = ye + (kGeluC2Hi * de + kGeluC2Lo * dh);
-    const double y = times_sigmoid(x, yh, ye);
+    const double y = times_sigmoid(x, yh, ye, flush);
     return x != x ? x : y;
 }
 
@@ -276,12 +286,13 @@ constexpr double kInvSqrt2Pi = 0x1.9884533d43651p-2;  // 1 / sqrt(2 pi)
 /// 0.5 x erfc(-x / sqrt 2). The argument z = -x / sqrt 2 is carried in double-double and
 /// erfc(zh + zl) ~ erfc(zh) - 2/sqrt(pi) exp(-zh^2) zl. Where erfc nears underflow
 /// (x < -37.3) the asymptotic series of exp(-x^2/2) / sqrt(2 pi) is evaluated scaled by
-/// 2**1000, so the subnormal result is rounded once.
+/// 2**1000, so the subnormal result is rounded once; zero where the reference's erfc is.
 inline double gelu(double x) {
     if (!(std::abs(x) <= std::numeric_limits<double>::max()))
         return 0.5 * x * std::erfc(-x * kRsqrt2Hi);  // NaN and inf as the reference
-    if (x < -40.0) return -0.0;  // |gelu| < 1e-340: rounds to zero
     if (x < -37.3) {
+        // Where the reference's erfc underflows to 0, so does its gelu (and zero counts).
+        if (x < -40.0 || std::erfc(-x * kRsqrt2Hi) == 0.0) return -0.0;
         double q, qe;
         two_prod(x, x, q, qe);
         // -x^2/2 + 1000 ln2; 1000 ln2_hi is exact and the subtraction is exact (Sterbenz).
@@ -332,6 +343,8 @@ void activate(ActivationCode code, double param, const T* __restrict in, T* __re
               std::size_t n) {
     using detail::map;
     using detail::map_in_double;
+    // Where the reference's sigmoid (in T) flushes to zero.
+    constexpr double flush = sizeof(T) == 8 ? math::kSigmoidFlush64 : math::kSigmoidFlush32;
     switch (code) {
         case ActivationCode::linear:
             for (std::size_t i = 0; i < n; ++i) out[i] = in[i];
@@ -364,18 +377,20 @@ void activate(ActivationCode code, double param, const T* __restrict in, T* __re
         case ActivationCode::gelu:
             if (sizeof(T) == 4) {
                 // float32: z = -x / sqrt 2 in float64 is accurate far beyond float32's ulp.
+                // Zero where the reference's float32 erfc is (tail below float32's range).
                 map_in_double(in, out, n, [](double x) {
-                    return 0.5 * x * std::erfc(-x * math::kRsqrt2Hi);
+                    const double tail = std::erfc(-x * math::kRsqrt2Hi);
+                    return static_cast<float>(tail) == 0.0f ? 0.0 * x : 0.5 * x * tail;
                 });
             } else {
                 map_in_double(in, out, n, [](double x) { return math::gelu(x); });
             }
             return;
         case ActivationCode::gelu_tanh:
-            map_in_double(in, out, n, [](double x) { return math::gelu_tanh(x); });
+            map_in_double(in, out, n, [](double x) { return math::gelu_tanh(x, flush); });
             return;
         case ActivationCode::silu:
-            map_in_double(in, out, n, [](double x) { return math::silu(x); });
+            map_in_double(in, out, n, [](double x) { return math::silu(x, flush); });
             return;
     }
     throw std::invalid_argument("unknown activation code " + std::to_string(static_cast<int>(code)));
