@@ -79,6 +79,24 @@ struct ExpConst<float> {
     static constexpr float deep_scale = 0x1p-64f;
 };
 
+/// a * b + c, fused where the CPU has FMA (-march=native): fewer roundings and half the
+/// instructions. Only the activations use it; the generator never fuses.
+inline double madd(double a, double b, double c) {
+#if defined(__FMA__)
+    return std::fma(a, b, c);
+#else
+    return a * b + c;
+#endif
+}
+
+inline float madd(float a, float b, float c) {
+#if defined(__FMA__)
+    return std::fma(a, b, c);
+#else
+    return a * b + c;
+#endif
+}
+
 /// 2**k for an integral k (given as T) within the normal exponent range.
 inline double pow2i(double k) {
     const std::uint64_t bits = bit_cast<std::uint64_t>(k + ExpConst<double>::round_magic);
@@ -96,7 +114,7 @@ inline void reduce(T x, T& k, T& r) {
     using C = ExpConst<T>;
     const T shifted = x * C::inv_ln2 + C::round_magic;
     k = shifted - C::round_magic;
-    r = (x - k * C::ln2_hi) - k * C::ln2_lo;
+    r = madd(-k, C::ln2_lo, x - k * C::ln2_hi);  // k * ln2_hi and the subtraction are exact
 }
 
 /// expm1(r) for |r| <= ln2 / 2: r + r^2 (1/2! + r (1/3! + ...)).
@@ -105,8 +123,8 @@ inline T expm1_poly(T r) {
     constexpr int n = ExpConst<T>::coefs;
     T q = static_cast<T>(kInvFact[n - 1]);
 #pragma GCC unroll 16
-    for (int i = n - 2; i >= 0; --i) q = q * r + static_cast<T>(kInvFact[i]);
-    return r + (r * r) * q;
+    for (int i = n - 2; i >= 0; --i) q = madd(q, r, static_cast<T>(kInvFact[i]));
+    return madd(r * r, q, r);
 }
 
 /// expm1(x) for |x| <= 60 (callers clamp).
@@ -116,7 +134,7 @@ inline T expm1_bounded(T x) {
     reduce(x, k, r);
     const T p = expm1_poly(r);
     const T s = pow2i(k);
-    return s * p + (s - T(1));
+    return madd(s, p, s - T(1));
 }
 
 /// exp(x) for exp_min <= x <= 0 (callers clamp), subnormal results rounded once.

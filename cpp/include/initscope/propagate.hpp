@@ -315,17 +315,24 @@ std::vector<LayerStats> propagate(const RunSpec& spec, const InterruptCheck& che
                              static_cast<int>(fan_in), x + tile.call_begin * fan_in,
                              static_cast<int>(fan_in), w, static_cast<int>(fan_out),
                              y + tile.call_begin * fan_out, static_cast<int>(fan_out));
+                        // A few rows at a time: bias, activation, statistics, then the
+                        // activations replace H in place (the next layer's input).
+                        constexpr std::size_t block = TileStats::kBlock;
                         std::vector<T>& post = scratch[static_cast<std::size_t>(me)];
-                        post.resize(fan_out);
+                        post.resize(block * fan_out);
                         TileStats& ts = tile_stats[t];
                         ts.reset(fan_out, spec.bins);
-                        for (std::size_t r = 0; r < tile.stat_rows; ++r) {
+                        for (std::size_t r = 0; r < tile.stat_rows; r += block) {
+                            const std::size_t count = std::min(block, tile.stat_rows - r);
                             T* h = y + (tile.stat_begin + r) * fan_out;
                             if (bias != nullptr)
-                                for (std::size_t j = 0; j < fan_out; ++j) h[j] = h[j] + bias[j];
-                            activate(layer.activation, layer.param, h, post.data(), fan_out);
-                            ts.add_row(h, post.data(), hist);
-                            std::memcpy(h, post.data(), fan_out * sizeof(T));
+                                for (std::size_t i = 0; i < count; ++i)
+                                    for (std::size_t j = 0; j < fan_out; ++j)
+                                        h[i * fan_out + j] = h[i * fan_out + j] + bias[j];
+                            activate(layer.activation, layer.param, h, post.data(),
+                                     count * fan_out);
+                            ts.add_rows(h, post.data(), count, hist);
+                            std::memcpy(h, post.data(), count * fan_out * sizeof(T));
                         }
                     } catch (...) {
                         errors.capture();

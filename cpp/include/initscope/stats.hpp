@@ -53,17 +53,21 @@ struct UnitMoments {
     }
 };
 
-/// The statistics of one tile of rows, filled row by row while the tile is in cache.
-/// Moments are shifted sums: per column, the sums of (x - K) and (x - K)^2 where K is the
-/// tile's first row, which stays accurate because K lies within a few std of the mean.
+/// The statistics of one tile of rows, filled a few rows at a time while the tile is in
+/// cache. Moments are shifted sums: per column, the sums of (x - K) and (x - K)^2 where K is
+/// the tile's first row, which stays accurate because K lies within a few std of the mean.
 struct TileStats {
+    /// Rows accumulated per pass: per-column accumulators are loaded and stored once per
+    /// block instead of once per row.
+    static constexpr std::size_t kBlock = 4;
+
     std::size_t width = 0;
     int hist_stride = 0;  // bins + 3: the bins, then below, above and NaN
     std::int64_t rows = 0;
     std::vector<double> pre_shift, pre_s1, pre_s2, post_shift, post_s1, post_s2, min, max;
     std::vector<std::int64_t> hist;  // 4 interleaved copies, so increments rarely collide
     std::int64_t zeros = 0, saturated = 0, nonfinite = 0, pre_nonfinite = 0;
-    std::vector<std::int32_t> index;  // histogram slot of each column of the current row
+    std::vector<std::int32_t> index;  // histogram slot of each value of the current block
     std::vector<double> mean_buf, m2_buf;
 
     void reset(std::size_t w, int bins) {
@@ -76,12 +80,14 @@ struct TileStats {
         max.assign(w, -std::numeric_limits<double>::infinity());
         hist.assign(4 * static_cast<std::size_t>(hist_stride), 0);
         zeros = saturated = nonfinite = pre_nonfinite = 0;
-        index.assign(w, 0);
+        index.assign(kBlock * w, 0);
     }
 
-    /// Accumulates one row: `pre` (H) and `post` (the activation of H).
+    /// Accumulates `count` <= kBlock consecutive rows (row stride = width): `pre` (H) and
+    /// `post` (the activation of H).
     template <class T>
-    void add_row(const T* __restrict pre, const T* __restrict post, const HistSpec& spec) {
+    void add_rows(const T* __restrict pre, const T* __restrict post, std::size_t count,
+                  const HistSpec& spec) {
         const std::size_t w = width;
         if (rows == 0) {
             for (std::size_t j = 0; j < w; ++j) {
@@ -89,12 +95,27 @@ struct TileStats {
                 post_shift[j] = static_cast<double>(post[j]);
             }
         }
-        ++rows;
-        if (spec.bounded)
-            moments_row<T, true>(pre, post, spec);
-        else
-            moments_row<T, false>(pre, post, spec);
-        histogram_row(post, spec);
+        rows += static_cast<std::int64_t>(count);
+        Counts counts{0, 0, 0, 0};
+        if (count == kBlock) {
+            counts = spec.bounded ? moments_kernel<T, kBlock, true>(pre, post, spec)
+                                  : moments_kernel<T, kBlock, false>(pre, post, spec);
+        } else {
+            for (std::size_t r = 0; r < count; ++r) {
+                const Counts c = spec.bounded
+                                     ? moments_kernel<T, 1, true>(pre + r * w, post + r * w, spec)
+                                     : moments_kernel<T, 1, false>(pre + r * w, post + r * w, spec);
+                counts.zeros += c.zeros;
+                counts.saturated += c.saturated;
+                counts.nonfinite += c.nonfinite;
+                counts.pre_nonfinite += c.pre_nonfinite;
+            }
+        }
+        zeros += counts.zeros;
+        saturated += counts.saturated;
+        nonfinite += counts.nonfinite;
+        pre_nonfinite += counts.pre_nonfinite;
+        histogram(post, count * w, spec);
     }
 
     /// The tile's per-column means and M2 (into mean_buf, m2_buf).
@@ -113,71 +134,94 @@ struct TileStats {
     }
 
 private:
-    template <class T, bool Bounded>
-    void moments_row(const T* __restrict pre, const T* __restrict post, const HistSpec& spec) {
+    struct Counts {
+        std::int64_t zeros, saturated, nonfinite, pre_nonfinite;
+    };
+
+    template <class T, std::size_t R, bool Bounded>
+    Counts moments_kernel(const T* pre, const T* post, const HistSpec& spec) {
+        return moments_rows<T, R, Bounded>(width, pre, post, pre_shift.data(), pre_s1.data(),
+                                           pre_s2.data(), post_shift.data(), post_s1.data(),
+                                           post_s2.data(), min.data(), max.data(), spec.sat_low,
+                                           spec.sat_high);
+    }
+
+    // Free-standing, with restrict-qualified parameters (not members), so that it vectorises
+    // across columns; the R rows of each column are unrolled into registers.
+    template <class T, std::size_t R, bool Bounded>
+    static Counts moments_rows(std::size_t w, const T* __restrict pre, const T* __restrict post,
+                               const double* __restrict ks, double* __restrict s1,
+                               double* __restrict s2, const double* __restrict kp,
+                               double* __restrict p1, double* __restrict p2,
+                               double* __restrict lo, double* __restrict hi, double sat_low,
+                               double sat_high) {
         constexpr double big = std::numeric_limits<double>::max();
         constexpr double inf = std::numeric_limits<double>::infinity();
-        double* __restrict ks = pre_shift.data();
-        double* __restrict s1 = pre_s1.data();
-        double* __restrict s2 = pre_s2.data();
-        double* __restrict kp = post_shift.data();
-        double* __restrict p1 = post_s1.data();
-        double* __restrict p2 = post_s2.data();
-        double* __restrict lo = min.data();
-        double* __restrict hi = max.data();
         std::int64_t z = 0, sat = 0, nf = 0, pre_nf = 0;
-        const double sat_low = spec.sat_low, sat_high = spec.sat_high;
-        for (std::size_t j = 0; j < width; ++j) {
-            const double h = static_cast<double>(pre[j]);
-            const double a = static_cast<double>(post[j]);
-            const double dh = h - ks[j];
-            s1[j] += dh;
-            s2[j] += dh * dh;
-            const double da = a - kp[j];
-            p1[j] += da;
-            p2[j] += da * da;
-            const bool finite = std::abs(a) <= big;
-            const double a_lo = finite ? a : inf;
-            const double a_hi = finite ? a : -inf;
-            lo[j] = a_lo < lo[j] ? a_lo : lo[j];
-            hi[j] = a_hi > hi[j] ? a_hi : hi[j];
-            z += a == 0.0;
-            nf += !finite;
-            pre_nf += !(std::abs(h) <= big);
-            if (Bounded) sat += (a <= sat_low) | (a >= sat_high);
+        for (std::size_t j = 0; j < w; ++j) {
+            double a1 = s1[j], a2 = s2[j], b1 = p1[j], b2 = p2[j], l = lo[j], u = hi[j];
+#pragma GCC unroll 8
+            for (std::size_t r = 0; r < R; ++r) {
+                const double h = static_cast<double>(pre[r * w + j]);
+                const double a = static_cast<double>(post[r * w + j]);
+                const double dh = h - ks[j];
+                a1 += dh;
+                a2 += dh * dh;
+                const double da = a - kp[j];
+                b1 += da;
+                b2 += da * da;
+                const bool finite = std::abs(a) <= big;
+                const double a_lo = finite ? a : inf;
+                const double a_hi = finite ? a : -inf;
+                l = a_lo < l ? a_lo : l;
+                u = a_hi > u ? a_hi : u;
+                // Counts as 0/1 integers of the lanes' width, so that the loop vectorises.
+                z += a == 0.0 ? 1 : 0;
+                nf += finite ? 0 : 1;
+                pre_nf += std::abs(h) <= big ? 0 : 1;
+                if (Bounded) sat += ((a <= sat_low) | (a >= sat_high)) ? 1 : 0;
+            }
+            s1[j] = a1;
+            s2[j] = a2;
+            p1[j] = b1;
+            p2[j] = b2;
+            lo[j] = l;
+            hi[j] = u;
         }
-        zeros += z;
-        saturated += sat;
-        nonfinite += nf;
-        pre_nonfinite += pre_nf;
+        return {z, sat, nf, pre_nf};
     }
 
     template <class T>
-    void histogram_row(const T* __restrict post, const HistSpec& spec) {
-        const double low = spec.low, high = spec.high, scale = spec.scale;
-        const int bins = spec.bins;
-        const double top = static_cast<double>(bins);
-        std::int32_t* __restrict idx = index.data();
-        for (std::size_t j = 0; j < width; ++j) {
-            const double a = static_cast<double>(post[j]);
-            double d = (a - low) * scale;  // the reference's floor((a - low) * scale)
-            d = d < top ? d : top;         // keeps the conversion defined (NaN, inf, huge)
-            d = d > 0.0 ? d : 0.0;
-            std::int32_t inside = static_cast<std::int32_t>(d);  // d >= 0: truncation is floor
-            inside = inside < bins - 1 ? inside : bins - 1;
-            const std::int32_t outside = a < low ? bins : (a > high ? bins + 1 : bins + 2);
-            idx[j] = (a >= low && a <= high) ? inside : outside;
-        }
+    void histogram(const T* post, std::size_t count, const HistSpec& spec) {
+        bin_kernel(count, post, index.data(), spec.low, spec.high, spec.scale, spec.bins);
         std::int64_t* __restrict h = hist.data();
+        const std::int32_t* __restrict idx = index.data();
         const std::size_t s = static_cast<std::size_t>(hist_stride);
         std::size_t j = 0;
-        for (; j + 4 <= width; j += 4) {
+        for (; j + 4 <= count; j += 4) {
             ++h[idx[j]];
             ++h[s + idx[j + 1]];
             ++h[2 * s + idx[j + 2]];
             ++h[3 * s + idx[j + 3]];
         }
-        for (; j < width; ++j) ++h[idx[j]];
+        for (; j < count; ++j) ++h[idx[j]];
+    }
+
+    /// Histogram slot of each value: its bin, or bins (below), bins + 1 (above), bins + 2 (NaN).
+    template <class T>
+    static void bin_kernel(std::size_t n, const T* __restrict post, std::int32_t* __restrict idx,
+                           double low, double high, double scale, int bins) {
+        // All in double lanes, one conversion at the end (mixed widths vectorise poorly).
+        const double last = static_cast<double>(bins - 1);
+        const double below = static_cast<double>(bins), above = below + 1.0, nan = below + 2.0;
+        for (std::size_t j = 0; j < n; ++j) {
+            const double a = static_cast<double>(post[j]);
+            const double d = (a - low) * scale;  // the reference's floor((a - low) * scale),
+            const double inside = d < last ? d : last;  // in [0, bins - 1] where a is inside:
+            const double outside = a < low ? below : (a > high ? above : nan);  // truncation
+            const bool in = (a >= low) & (a <= high);                          // is floor
+            idx[j] = static_cast<std::int32_t>(in ? inside : outside);
+        }
     }
 };
 
