@@ -111,6 +111,22 @@ struct Tile {
     std::size_t call_begin, call_rows, stat_begin, stat_rows;
 };
 
+/// A slice of one stream drawn by one thread: inputs, or weights as value * scale + shift.
+template <class T>
+struct DrawJob {
+    Draw kind;
+    std::uint32_t stream, layer;
+    std::uint64_t first;
+    std::size_t count;
+    T* out;
+    bool affine;
+    T scale, shift;
+
+    void run(std::uint64_t seed) const {
+        generate<T>(kind, seed, stream, layer, first, count, out, affine, scale, shift);
+    }
+};
+
 /// Collects the first exception thrown on any thread of a parallel region.
 class ErrorSlot {
 public:
@@ -187,16 +203,27 @@ std::vector<LayerStats> propagate(const RunSpec& spec, const InterruptCheck& che
         drawn_bytes += layer.fan_in * layer.fan_out * sizeof(T);
         largest = std::max(largest, layer.fan_in * layer.fan_out);
     }
+    // A layer's weights are drawn while the previous layer's tiles run (threads that finish
+    // their tiles early draw them), so uncached weights rotate between two buffers.
     const bool cache_weights = chunks > 1 && drawn_bytes <= kWeightCacheBytes;
     std::vector<std::unique_ptr<T[]>> weights(depth);
     std::vector<bool> weights_ready(depth, false);
-    std::unique_ptr<T[]> shared_weights;
+    std::unique_ptr<T[]> rotating[2];
     for (std::size_t l = 0; l < depth; ++l) {
         const LayerSpec& layer = spec.layers[l];
         if (layer.source != WeightSource::given && cache_weights)
             weights[l] = buffer<T>(layer.fan_in * layer.fan_out);
     }
-    if (!cache_weights && largest > 0) shared_weights = buffer<T>(largest);
+    if (!cache_weights && largest > 0) {
+        rotating[0] = buffer<T>(largest);
+        rotating[1] = buffer<T>(largest);
+    }
+    auto weights_of = [&](std::size_t l) -> T* {
+        return cache_weights ? weights[l].get() : rotating[l % 2].get();
+    };
+    auto needs_draw = [&](std::size_t l) {
+        return spec.layers[l].source != WeightSource::given && !(cache_weights && weights_ready[l]);
+    };
 
     // Biases: small, drawn once.
     std::vector<std::vector<T>> biases(depth);
@@ -220,7 +247,23 @@ std::vector<LayerStats> propagate(const RunSpec& spec, const InterruptCheck& che
     std::vector<std::vector<T>> scratch(static_cast<std::size_t>(threads));
     std::vector<TileStats> tile_stats(chunk / kTileRows + 2);
     std::vector<Tile> tiles;
+    std::vector<DrawJob<T>> draws;
     Watch watch(check);
+
+    // Appends the jobs that draw layer l's weights.
+    auto add_weight_draws = [&](std::size_t l) {
+        if (l >= depth || !needs_draw(l)) return;
+        const LayerSpec& layer = spec.layers[l];
+        const std::size_t count = layer.fan_in * layer.fan_out;
+        const Draw kind = layer.source == WeightSource::normal ? Draw::normal : Draw::uniform;
+        for (std::size_t first = 0; first < count; first += kSegment)
+            draws.push_back({kind, kWeights, static_cast<std::uint32_t>(l), first,
+                             std::min(kSegment, count - first), weights_of(l) + first, true,
+                             static_cast<T>(layer.scale), static_cast<T>(layer.shift)});
+    };
+    auto mark_drawn = [&](std::size_t l) {
+        if (l < depth && cache_weights) weights_ready[l] = true;
+    };
 
     for (std::uint64_t c = 0; c < chunks; ++c) {
         const std::uint64_t r0 = c * chunk;
@@ -242,75 +285,71 @@ std::vector<LayerStats> propagate(const RunSpec& spec, const InterruptCheck& che
                              static_cast<std::size_t>(s - base), static_cast<std::size_t>(e - s)});
         }
 
-        // Layer 0's input rows, between zero padding rows.
+        // Layer 0's input rows, between zero padding rows; its weights if not drawn yet.
         T* x = x_buffer.get();
         T* y = y_buffer.get();
         const std::size_t dim = spec.input_dim;
         std::fill(x, x + front * dim, T(0));
         std::fill(x + (front + rows) * dim, x + padded * dim, T(0));
+        draws.clear();
         if (spec.inputs != nullptr) {
             const T* src = static_cast<const T*>(spec.inputs) + r0 * dim;
             std::memcpy(x + front * dim, src, rows * dim * sizeof(T));
+        } else {
+            const std::size_t count = rows * dim;
+            for (std::size_t first = 0; first < count; first += kSegment)
+                draws.push_back({Draw::normal, kInputs, 0, r0 * dim + first,
+                                 std::min(kSegment, count - first), x + front * dim + first,
+                                 false, T(1), T(0)});
+        }
+        add_weight_draws(0);
+        if (!draws.empty()) {
+            if (watch.poll()) throw Interrupted();
+            ErrorSlot errors;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+            for (std::size_t job = 0; job < draws.size(); ++job) {
+                if (errors.failed()) continue;
+                try {
+                    draws[job].run(spec.seed);
+                } catch (...) {
+                    errors.capture();
+                }
+            }
+            errors.rethrow();
+            mark_drawn(0);
         }
 
         for (std::size_t l = 0; l < depth; ++l) {
             if (watch.poll()) throw Interrupted();
             const LayerSpec& layer = spec.layers[l];
             const std::size_t fan_in = layer.fan_in, fan_out = layer.fan_out;
-
-            // Jobs drawn before the GEMMs: layer 0's inputs, this layer's weights.
-            const bool draw_inputs = l == 0 && spec.inputs == nullptr;
-            const bool draw_weights = layer.source != WeightSource::given &&
-                                      !(cache_weights && weights_ready[l]);
-            const T* w = static_cast<const T*>(layer.weights);
-            T* w_out = nullptr;
-            if (layer.source != WeightSource::given) {
-                w_out = cache_weights ? weights[l].get() : shared_weights.get();
-                w = w_out;
-            }
-            const std::size_t input_count = draw_inputs ? rows * dim : 0;
-            const std::size_t weight_count = draw_weights ? fan_in * fan_out : 0;
-            const std::size_t input_jobs = (input_count + kSegment - 1) / kSegment;
-            const std::size_t jobs = input_jobs + (weight_count + kSegment - 1) / kSegment;
+            const T* w = layer.source == WeightSource::given
+                             ? static_cast<const T*>(layer.weights)
+                             : weights_of(l);
+            // After this layer's tiles, the next layer's weights (into the other buffer).
+            draws.clear();
+            add_weight_draws(l + 1);
 
             const T* bias = biases[l].empty() ? nullptr : biases[l].data();
             hist.bounded = layer.bounded;
             hist.sat_low = layer.sat_low;
             hist.sat_high = layer.sat_high;
+            const std::size_t jobs = tiles.size() + draws.size();
             ErrorSlot errors;
 
 #pragma omp parallel num_threads(threads)
             {
                 SingleThreadedBlas single_threaded;
                 const int me = omp_get_thread_num();
-#pragma omp for schedule(static)
-                for (std::size_t job = 0; job < jobs; ++job) {
-                    if (errors.failed()) continue;
-                    try {
-                        if (job < input_jobs) {
-                            const std::size_t first = job * kSegment;
-                            const std::size_t count = std::min(kSegment, input_count - first);
-                            generate<T>(Draw::normal, spec.seed, kInputs, 0, r0 * dim + first,
-                                        count, x + front * dim + first);
-                        } else {
-                            const std::size_t first = (job - input_jobs) * kSegment;
-                            const std::size_t count = std::min(kSegment, weight_count - first);
-                            generate<T>(layer.source == WeightSource::normal ? Draw::normal
-                                                                              : Draw::uniform,
-                                        spec.seed, kWeights, static_cast<std::uint32_t>(l),
-                                        first, count, w_out + first, true,
-                                        static_cast<T>(layer.scale), static_cast<T>(layer.shift));
-                        }
-                    } catch (...) {
-                        errors.capture();
-                    }
-                }  // implicit barrier: inputs and weights are complete
-
 #pragma omp for schedule(dynamic, 1)
-                for (std::size_t t = 0; t < tiles.size(); ++t) {
+                for (std::size_t job = 0; job < jobs; ++job) {
                     if (errors.failed() || watch.stop()) continue;
                     try {
-                        const Tile& tile = tiles[t];
+                        if (job >= tiles.size()) {
+                            draws[job - tiles.size()].run(spec.seed);
+                            continue;
+                        }
+                        const Tile& tile = tiles[job];
                         gemm(static_cast<int>(tile.call_rows), static_cast<int>(fan_out),
                              static_cast<int>(fan_in), x + tile.call_begin * fan_in,
                              static_cast<int>(fan_in), w, static_cast<int>(fan_out),
@@ -320,7 +359,7 @@ std::vector<LayerStats> propagate(const RunSpec& spec, const InterruptCheck& che
                         constexpr std::size_t block = TileStats::kBlock;
                         std::vector<T>& post = scratch[static_cast<std::size_t>(me)];
                         post.resize(block * fan_out);
-                        TileStats& ts = tile_stats[t];
+                        TileStats& ts = tile_stats[job];
                         ts.reset(fan_out, spec.bins);
                         for (std::size_t r = 0; r < tile.stat_rows; r += block) {
                             const std::size_t count = std::min(block, tile.stat_rows - r);
@@ -342,7 +381,7 @@ std::vector<LayerStats> propagate(const RunSpec& spec, const InterruptCheck& che
             }
             errors.rethrow();
             if (watch.stop()) throw Interrupted();
-            if (layer.source != WeightSource::given && cache_weights) weights_ready[l] = true;
+            mark_drawn(l + 1);
 
             for (std::size_t t = 0; t < tiles.size(); ++t) stats[l].merge(tile_stats[t]);
             if (layer.kept != nullptr) {
