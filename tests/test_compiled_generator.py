@@ -76,7 +76,10 @@ def test_draws_are_bit_identical_to_the_specification(
 def test_pieces_concatenate_to_the_whole(dtype):
     whole = _core.normal(7, spec.WEIGHTS, 1, 10, 5000, dtype)
     cuts = [0, 1, 2, 255, 256, 257, 1023, 3333, 5000]
-    pieces = [_core.normal(7, spec.WEIGHTS, 1, 10 + a, b - a, dtype) for a, b in zip(cuts, cuts[1:])]
+    pieces = [
+        _core.normal(7, spec.WEIGHTS, 1, 10 + a, b - a, dtype)
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True)
+    ]
     np.testing.assert_array_equal(_bits(np.concatenate(pieces)), _bits(whole))
 
 

@@ -35,7 +35,7 @@ bool is_float32(const py::object& dtype) {
 
 template <class T>
 py::array_t<T> draw(Draw kind, std::uint64_t seed, std::uint32_t stream, std::uint32_t layer,
-                     std::uint64_t start, std::size_t count) {
+                    std::uint64_t start, std::size_t count) {
     py::array_t<T> out(static_cast<py::ssize_t>(count));
     T* data = out.mutable_data();
     {
@@ -76,7 +76,7 @@ py::tuple philox(const std::array<std::uint32_t, 4>& counter,
 
 template <class T>
 py::array_t<std::int64_t> int_array(const std::vector<LayerStats>& stats,
-                                    std::int64_t LayerStats::*field) {
+                                    std::int64_t LayerStats::* field) {
     py::array_t<std::int64_t> out(static_cast<py::ssize_t>(stats.size()));
     auto view = out.mutable_unchecked<1>();
     for (std::size_t l = 0; l < stats.size(); ++l) view(l) = stats[l].*field;
@@ -146,8 +146,8 @@ py::dict run(std::uint64_t n_samples, std::size_t input_dim, std::uint64_t seed,
         }
         layer.bias_std = d["bias_std"].cast<double>();
         if (keep_activations) {
-            py::array_t<T> out({static_cast<py::ssize_t>(n_samples),
-                                static_cast<py::ssize_t>(layer.fan_out)});
+            py::array_t<T> out(
+                {static_cast<py::ssize_t>(n_samples), static_cast<py::ssize_t>(layer.fan_out)});
             layer.kept = out.mutable_data();
             kept.append(out);
         }
@@ -173,7 +173,8 @@ py::dict run(std::uint64_t n_samples, std::size_t input_dim, std::uint64_t seed,
     py::list unit_mean, unit_m2, pre_unit_mean, pre_unit_m2;
     py::array_t<double> min_values(static_cast<py::ssize_t>(depth));
     py::array_t<double> max_values(static_cast<py::ssize_t>(depth));
-    py::array_t<std::int64_t> hist({static_cast<py::ssize_t>(depth), static_cast<py::ssize_t>(bins)});
+    py::array_t<std::int64_t> hist(
+        {static_cast<py::ssize_t>(depth), static_cast<py::ssize_t>(bins)});
     auto hist_view = hist.mutable_unchecked<2>();
     for (std::size_t l = 0; l < depth; ++l) {
         const LayerStats& s = stats[l];

@@ -179,7 +179,6 @@ inline void two_sum(double a, double b, double& s, double& e) {
 constexpr double kSigmoidFlush64 = 0x1.62e42fefa39efp+9;  // log(DBL_MAX)
 constexpr float kSigmoidFlush32 = 0x1.62e42ep+6f;         // largest float below log(FLT_MAX)
 
-
 template <class T>
 inline T relu(T x) {
     return (x >= T(0) || x != x) ? x : T(0);  // np.maximum(x, 0): NaN and -0.0 pass through
@@ -317,10 +316,11 @@ inline double gelu(double x) {
         const double arg = (1000.0 * ExpConst<double>::ln2_hi - 0.5 * q) +
                            (1000.0 * ExpConst<double>::ln2_lo - 0.5 * qe);
         const double w = 1.0 / q;  // 1 / x^2 = 1 / (2 z^2)
-        // 1 - w + 3 w^2 - 15 w^3 + ... ((2k-1)!! (-w)^k)
-        const double series =
-            1.0 + w * (-1.0 + w * (3.0 + w * (-15.0 + w * (105.0 + w * (-945.0 + w * (10395.0 +
-            w * (-135135.0 + w * 2027025.0)))))));  // fmt: the alternating asymptotic series
+        // The asymptotic series 1 - w + 3 w^2 - 15 w^3 + ..., (2k-1)!! (-w)^k.
+        constexpr double coefs[9] = {1.0,    -1.0,    3.0,       -15.0,    105.0,
+                                     -945.0, 10395.0, -135135.0, 2027025.0};
+        double series = coefs[8];
+        for (int k = 7; k >= 0; --k) series = series * w + coefs[k];
         return -(kInvSqrt2Pi * std::exp(arg) * series) * 0x1p-1000;
     }
     double zh, zl;
@@ -341,14 +341,12 @@ inline void map(const T* __restrict in, T* __restrict out, std::size_t n, F f) {
 
 /// float32 values through a float64 function, rounded once.
 template <class F>
-inline void map_in_double(const float* __restrict in, float* __restrict out, std::size_t n,
-                          F f) {
+inline void map_in_double(const float* __restrict in, float* __restrict out, std::size_t n, F f) {
     for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<float>(f(static_cast<double>(in[i])));
 }
 
 template <class F>
-inline void map_in_double(const double* __restrict in, double* __restrict out, std::size_t n,
-                          F f) {
+inline void map_in_double(const double* __restrict in, double* __restrict out, std::size_t n, F f) {
     for (std::size_t i = 0; i < n; ++i) out[i] = f(in[i]);
 }
 
@@ -411,7 +409,8 @@ void activate(ActivationCode code, double param, const T* __restrict in, T* __re
             map_in_double(in, out, n, [](double x) { return math::silu(x, flush); });
             return;
     }
-    throw std::invalid_argument("unknown activation code " + std::to_string(static_cast<int>(code)));
+    throw std::invalid_argument("unknown activation code " +
+                                std::to_string(static_cast<int>(code)));
 }
 
 /// The activation code as an enum, checked.

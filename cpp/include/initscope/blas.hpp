@@ -12,14 +12,14 @@
 namespace initscope {
 
 /// Row-major C (m x n, ldc) = A (m x k, lda) * B (k x n, ldb).
-inline void gemm(int m, int n, int k, const double* a, int lda, const double* b, int ldb,
-                 double* c, int ldc) {
-    scipy_cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0, a, lda, b, ldb,
-                      0.0, c, ldc);
+inline void gemm(int m, int n, int k, const double* a, int lda, const double* b, int ldb, double* c,
+                 int ldc) {
+    scipy_cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0, a, lda, b, ldb, 0.0,
+                      c, ldc);
 }
 
-inline void gemm(int m, int n, int k, const float* a, int lda, const float* b, int ldb,
-                 float* c, int ldc) {
+inline void gemm(int m, int n, int k, const float* a, int lda, const float* b, int ldb, float* c,
+                 int ldc) {
     scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a, lda, b, ldb,
                       0.0f, c, ldc);
 }
@@ -66,7 +66,11 @@ inline void prepare_blas() {
 }
 
 /// OpenBLAS's build configuration and the kernel family it picked for this CPU.
-inline std::string blas_config() { return scipy_openblas_get_config(); }
-inline std::string blas_corename() { return scipy_openblas_get_corename(); }
+inline std::string blas_config() {
+    return scipy_openblas_get_config();
+}
+inline std::string blas_corename() {
+    return scipy_openblas_get_corename();
+}
 
 }  // namespace initscope

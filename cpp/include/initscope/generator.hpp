@@ -35,15 +35,13 @@ constexpr double kLogC[10] = {0x1.5555555555555p-2, 0x1.999999999999ap-3, 0x1.24
                               0x1.c71c71c71c71cp-4, 0x1.745d1745d1746p-4, 0x1.3b13b13b13b14p-4,
                               0x1.1111111111111p-4, 0x1.e1e1e1e1e1e1ep-5, 0x1.af286bca1af28p-5,
                               0x1.8618618618618p-5};
-constexpr double kSinC[8] = {-0x1.5555555555555p-3, 0x1.1111111111111p-7,
-                             -0x1.a01a01a01a01ap-13, 0x1.71de3a556c734p-19,
-                             -0x1.ae64567f544e4p-26, 0x1.6124613a86d09p-33,
+constexpr double kSinC[8] = {-0x1.5555555555555p-3,  0x1.1111111111111p-7,   -0x1.a01a01a01a01ap-13,
+                             0x1.71de3a556c734p-19,  -0x1.ae64567f544e4p-26, 0x1.6124613a86d09p-33,
                              -0x1.ae7f3e733b81fp-41, 0x1.952c77030ad4ap-49};
-constexpr double kCosC[9] = {-0x1.0000000000000p-1, 0x1.5555555555555p-5,
-                             -0x1.6c16c16c16c17p-10, 0x1.a01a01a01a01ap-16,
-                             -0x1.27e4fb7789f5cp-22, 0x1.1eed8eff8d898p-29,
-                             -0x1.93974a8c07c9dp-37, 0x1.ae7f3e733b81fp-45,
-                             -0x1.6827863b97d97p-53};
+constexpr double kCosC[9] = {
+    -0x1.0000000000000p-1,  0x1.5555555555555p-5,   -0x1.6c16c16c16c17p-10,
+    0x1.a01a01a01a01ap-16,  -0x1.27e4fb7789f5cp-22, 0x1.1eed8eff8d898p-29,
+    -0x1.93974a8c07c9dp-37, 0x1.ae7f3e733b81fp-45,  -0x1.6827863b97d97p-53};
 
 /// Per-dtype constants: float32 keeps the first 5 coefficients, each rounded to float.
 template <class T>
@@ -233,8 +231,8 @@ inline void batch_values(PhiloxKey key, std::uint32_t stream, std::uint32_t laye
 /// else as they are.
 template <class T>
 void generate(Draw kind, std::uint64_t seed, std::uint32_t stream, std::uint32_t layer,
-              std::uint64_t start, std::size_t count, T* out, bool affine = false,
-              T scale = T(1), T shift = T(0)) {
+              std::uint64_t start, std::size_t count, T* out, bool affine = false, T scale = T(1),
+              T shift = T(0)) {
     if (count == 0) return;
     constexpr std::uint64_t per_block = detail::GenConst<T>::per_block;
     constexpr std::uint64_t batch_elems = detail::kBatch * per_block;

@@ -26,8 +26,8 @@ constexpr std::uint32_t kPhiloxM1 = 0xCD9E8D57u;
 constexpr std::uint32_t kPhiloxW0 = 0x9E3779B9u;
 constexpr std::uint32_t kPhiloxW1 = 0xBB67AE85u;
 
-inline void philox_round(std::uint32_t& c0, std::uint32_t& c1, std::uint32_t& c2,
-                         std::uint32_t& c3, std::uint32_t k0, std::uint32_t k1) {
+inline void philox_round(std::uint32_t& c0, std::uint32_t& c1, std::uint32_t& c2, std::uint32_t& c3,
+                         std::uint32_t k0, std::uint32_t k1) {
     const std::uint64_t p0 = static_cast<std::uint64_t>(kPhiloxM0) * c0;
     const std::uint64_t p1 = static_cast<std::uint64_t>(kPhiloxM1) * c2;
     const std::uint32_t n0 = static_cast<std::uint32_t>(p1 >> 32) ^ c1 ^ k0;
@@ -65,8 +65,7 @@ inline __m256i mulhi_epu32(__m256i a, __m256i m) {
 /// Ten rounds on G independent groups of 8 blocks (independent chains hide latency).
 template <int G>
 inline void philox_rounds_avx2(__m256i (&c0)[G], __m256i (&c1)[G], __m256i (&c2)[G],
-                               __m256i (&c3)[G], const __m256i (&k0)[10],
-                               const __m256i (&k1)[10]) {
+                               __m256i (&c3)[G], const __m256i (&k0)[10], const __m256i (&k1)[10]) {
     const __m256i m0 = _mm256_set1_epi32(static_cast<int>(kPhiloxM0));
     const __m256i m1 = _mm256_set1_epi32(static_cast<int>(kPhiloxM1));
     for (int r = 0; r < 10; ++r) {
@@ -116,8 +115,7 @@ inline void philox_blocks(PhiloxKey key, std::uint32_t stream, std::uint32_t lay
             const std::uint32_t base = lo + static_cast<std::uint32_t>(i + 8 * g);
             c0[g] = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(base)), iota);
             // Lanes whose low word wrapped (unsigned c0 < lo) carry into the high word.
-            const __m256i wrapped =
-                _mm256_cmpgt_epi32(lo_signed, _mm256_xor_si256(c0[g], sign));
+            const __m256i wrapped = _mm256_cmpgt_epi32(lo_signed, _mm256_xor_si256(c0[g], sign));
             c1[g] = _mm256_sub_epi32(_mm256_set1_epi32(static_cast<int>(hi)), wrapped);
             c2[g] = _mm256_set1_epi32(static_cast<int>(stream));
             c3[g] = _mm256_set1_epi32(static_cast<int>(layer));

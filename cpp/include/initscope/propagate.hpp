@@ -239,9 +239,13 @@ std::vector<LayerStats> propagate(const RunSpec& spec, const InterruptCheck& che
 
     std::vector<LayerStats> stats(depth);
     for (std::size_t l = 0; l < depth; ++l) stats[l].reset(spec.layers[l].fan_out, spec.bins);
-    HistSpec hist{spec.bins, spec.hist_low, spec.hist_high,
+    HistSpec hist{spec.bins,
+                  spec.hist_low,
+                  spec.hist_high,
                   static_cast<double>(spec.bins) / (spec.hist_high - spec.hist_low),
-                  false, 0.0, 0.0};
+                  false,
+                  0.0,
+                  0.0};
 
     const int threads = spec.threads;
     std::vector<std::vector<T>> scratch(static_cast<std::size_t>(threads));
@@ -299,8 +303,8 @@ std::vector<LayerStats> propagate(const RunSpec& spec, const InterruptCheck& che
             const std::size_t count = rows * dim;
             for (std::size_t first = 0; first < count; first += kSegment)
                 draws.push_back({Draw::normal, kInputs, 0, r0 * dim + first,
-                                 std::min(kSegment, count - first), x + front * dim + first,
-                                 false, T(1), T(0)});
+                                 std::min(kSegment, count - first), x + front * dim + first, false,
+                                 T(1), T(0)});
         }
         add_weight_draws(0);
         if (!draws.empty()) {
@@ -323,9 +327,8 @@ std::vector<LayerStats> propagate(const RunSpec& spec, const InterruptCheck& che
             if (watch.poll()) throw Interrupted();
             const LayerSpec& layer = spec.layers[l];
             const std::size_t fan_in = layer.fan_in, fan_out = layer.fan_out;
-            const T* w = layer.source == WeightSource::given
-                             ? static_cast<const T*>(layer.weights)
-                             : weights_of(l);
+            const T* w = layer.source == WeightSource::given ? static_cast<const T*>(layer.weights)
+                                                             : weights_of(l);
             // After this layer's tiles, the next layer's weights (into the other buffer).
             draws.clear();
             add_weight_draws(l + 1);

@@ -140,10 +140,9 @@ private:
 
     template <class T, std::size_t R, bool Bounded>
     Counts moments_kernel(const T* pre, const T* post, const HistSpec& spec) {
-        return moments_rows<T, R, Bounded>(width, pre, post, pre_shift.data(), pre_s1.data(),
-                                           pre_s2.data(), post_shift.data(), post_s1.data(),
-                                           post_s2.data(), min.data(), max.data(), spec.sat_low,
-                                           spec.sat_high);
+        return moments_rows<T, R, Bounded>(
+            width, pre, post, pre_shift.data(), pre_s1.data(), pre_s2.data(), post_shift.data(),
+            post_s1.data(), post_s2.data(), min.data(), max.data(), spec.sat_low, spec.sat_high);
     }
 
     // Free-standing, with restrict-qualified parameters (not members), so that it vectorises
@@ -152,9 +151,8 @@ private:
     static Counts moments_rows(std::size_t w, const T* __restrict pre, const T* __restrict post,
                                const double* __restrict ks, double* __restrict s1,
                                double* __restrict s2, const double* __restrict kp,
-                               double* __restrict p1, double* __restrict p2,
-                               double* __restrict lo, double* __restrict hi, double sat_low,
-                               double sat_high) {
+                               double* __restrict p1, double* __restrict p2, double* __restrict lo,
+                               double* __restrict hi, double sat_low, double sat_high) {
         constexpr double big = std::numeric_limits<double>::max();
         constexpr double inf = std::numeric_limits<double>::infinity();
         std::int64_t z = 0, sat = 0, nf = 0, pre_nf = 0;
@@ -216,10 +214,10 @@ private:
         const double below = static_cast<double>(bins), above = below + 1.0, nan = below + 2.0;
         for (std::size_t j = 0; j < n; ++j) {
             const double a = static_cast<double>(post[j]);
-            const double d = (a - low) * scale;  // the reference's floor((a - low) * scale),
+            const double d = (a - low) * scale;         // the reference's floor((a - low) * scale),
             const double inside = d < last ? d : last;  // in [0, bins - 1] where a is inside:
             const double outside = a < low ? below : (a > high ? above : nan);  // truncation
-            const bool in = (a >= low) & (a <= high);                          // is floor
+            const bool in = (a >= low) & (a <= high);                           // is floor
             idx[j] = static_cast<std::int32_t>(in ? inside : outside);
         }
     }
@@ -231,8 +229,7 @@ struct LayerStats {
     double min = std::numeric_limits<double>::infinity();
     double max = -std::numeric_limits<double>::infinity();
     std::vector<std::int64_t> hist;  // bins
-    std::int64_t below = 0, above = 0, zeros = 0, saturated = 0, nonfinite = 0,
-                 pre_nonfinite = 0;
+    std::int64_t below = 0, above = 0, zeros = 0, saturated = 0, nonfinite = 0, pre_nonfinite = 0;
 
     void reset(std::size_t width, int bins) {
         post.reset(width);

@@ -63,7 +63,7 @@ def _layer_args(plan: Plan) -> list[dict[str, Any]]:
         dist = layer.distribution
         if layer.weights is not None or dist is None:
             if layer.weights is None:
-                raise ValueError(f"layer of {layer.scheme.name} has no weights: call with_weights()")
+                raise ValueError(f"{layer.scheme.name} layer has no weights: call with_weights")
             args["source"] = "given"
             args["weights"] = np.ascontiguousarray(layer.weights, dtype=plan.dtype)
         elif dist.kind == "normal":  # schemes.draw: z * std + mean
