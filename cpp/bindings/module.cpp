@@ -264,11 +264,6 @@ PYBIND11_MODULE(_core, m) {
             info["openblas_corename"] = blas_corename();
             info["compiler"] = std::string(__VERSION__);
             info["cxx_flags"] = std::string(INITSCOPE_CXX_FLAGS);
-#if defined(_OPENMP)
-            info["openmp"] = _OPENMP;
-#else
-            info["openmp"] = py::none();
-#endif
 #if defined(__AVX2__)
             info["avx2"] = true;
 #else

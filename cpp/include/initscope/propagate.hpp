@@ -4,7 +4,6 @@
 // order, so results are bit-identical for any number of threads.
 #pragma once
 
-#include <omp.h>
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -27,6 +26,7 @@
 #include "blas.hpp"
 #include "generator.hpp"
 #include "stats.hpp"
+#include "team.hpp"
 
 namespace initscope {
 
@@ -128,25 +128,6 @@ struct DrawJob {
     void run(std::uint64_t seed) const {
         generate<T>(kind, seed, stream, layer, first, count, out, affine, scale, shift);
     }
-};
-
-/// Collects the first exception thrown on any thread of a parallel region.
-class ErrorSlot {
-public:
-    void capture() {
-        std::lock_guard<std::mutex> lock(mutex_);
-        if (!error_) error_ = std::current_exception();
-        failed_.store(true, std::memory_order_relaxed);
-    }
-    bool failed() const { return failed_.load(std::memory_order_relaxed); }
-    void rethrow() {
-        if (error_) std::rethrow_exception(error_);
-    }
-
-private:
-    std::mutex mutex_;
-    std::exception_ptr error_;
-    std::atomic<bool> failed_{false};
 };
 
 /// Rate-limited calls of the interrupt check, from the thread that started the run only.
@@ -281,6 +262,7 @@ std::vector<LayerStats> propagate(const RunSpec& spec, const InterruptCheck& che
     std::vector<Tile> tiles;
     std::vector<DrawJob<T>> draws;
     Watch watch(check);
+    Team team(threads);  // joined when the run ends, normally or by an exception
 
     // Appends the jobs that draw layer l's weights.
     auto add_weight_draws = [&](std::size_t l) {
@@ -338,15 +320,16 @@ std::vector<LayerStats> propagate(const RunSpec& spec, const InterruptCheck& che
         if (!draws.empty()) {
             if (watch.poll()) throw Interrupted();
             ErrorSlot errors;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-            for (std::size_t job = 0; job < draws.size(); ++job) {
-                if (errors.failed()) continue;
-                try {
-                    draws[job].run(spec.seed);
-                } catch (...) {
-                    errors.capture();
+            JobCounter counter(draws.size());
+            team.run([&](int) {
+                for (std::size_t job; counter.next(job) && !errors.failed();) {
+                    try {
+                        draws[job].run(spec.seed);
+                    } catch (...) {
+                        errors.capture();
+                    }
                 }
-            }
+            });
             errors.rethrow();
             mark_drawn(0);
         }
@@ -368,13 +351,11 @@ std::vector<LayerStats> propagate(const RunSpec& spec, const InterruptCheck& che
             const std::size_t jobs = tiles.size() + draws.size();
             ErrorSlot errors;
 
-#pragma omp parallel num_threads(threads)
-            {
+            JobCounter counter(jobs);
+            team.run([&](int me) {
                 SingleThreadedBlas single_threaded;
-                const int me = omp_get_thread_num();
-#pragma omp for schedule(dynamic, 1)
-                for (std::size_t job = 0; job < jobs; ++job) {
-                    if (errors.failed() || watch.stop()) continue;
+                for (std::size_t job; counter.next(job);) {
+                    if (errors.failed() || watch.stop()) break;
                     try {
                         if (job >= tiles.size()) {
                             draws[job - tiles.size()].run(spec.seed);
@@ -409,7 +390,7 @@ std::vector<LayerStats> propagate(const RunSpec& spec, const InterruptCheck& che
                     }
                     if (me == 0) watch.poll();
                 }
-            }
+            });
             errors.rethrow();
             if (watch.stop()) throw Interrupted();
             mark_drawn(l + 1);
