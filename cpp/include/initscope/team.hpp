@@ -1,8 +1,8 @@
-// The threads of one run. They are started by the run and joined when it ends, so no thread
-// outlives a call: the process can fork afterwards (multiprocessing, dask) without the hang
-// that a persistent OpenMP pool causes in the child.
+// The threads of a run: the calling thread plus sleeping pool workers, with fork handled
+// (a process that forks after a run must not hang in the child, as it does with OpenMP).
 #pragma once
 
+#include <pthread.h>
 #include <atomic>
 #include <condition_variable>
 #include <cstddef>
@@ -33,83 +33,128 @@ private:
     std::atomic<bool> failed_{false};
 };
 
-/// `size` threads: the caller (thread 0) and size - 1 workers that wait for steps.
-class Team {
+/// A persistent thread that runs one task at a time. Never destroyed: idle ones sleep.
+class Worker {
 public:
-    explicit Team(int size) : size_(size < 1 ? 1 : size) {
-        workers_.reserve(static_cast<std::size_t>(size_ - 1));
-        try {
-            for (int i = 1; i < size_; ++i) workers_.emplace_back([this, i] { work(i); });
-        } catch (...) {
-            stop();
-            throw;
+    Worker() : thread_([this] { loop(); }) {}
+
+    void start(std::function<void()> task) {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            task_ = std::move(task);
+            has_task_ = true;
+        }
+        wake_.notify_one();
+    }
+
+private:
+    void loop() {
+        for (;;) {
+            std::function<void()> task;
+            {
+                std::unique_lock<std::mutex> lock(mutex_);
+                wake_.wait(lock, [this] { return has_task_; });
+                task = std::move(task_);
+                has_task_ = false;
+            }
+            task();
         }
     }
-    ~Team() { stop(); }
+
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    std::function<void()> task_;
+    bool has_task_ = false;
+    std::thread thread_;  // last: starts once the members above exist
+};
+
+/// The idle workers of the process, shared by concurrent runs (each run takes its own).
+/// Workers persist between runs because OpenBLAS gives every new thread fresh GEMM buffers,
+/// which cost milliseconds of page faults; they sleep while idle. A forked child starts
+/// with an empty pool (the parent's threads do not exist there), so forking is safe.
+class WorkerPool {
+public:
+    static WorkerPool& get() {
+        static std::once_flag once;
+        std::call_once(once, [] {
+            current() = new WorkerPool;  // never freed: workers outlive every run
+            pthread_atfork(nullptr, nullptr, [] { current() = new WorkerPool; });
+        });
+        return *current();
+    }
+
+    std::vector<Worker*> acquire(std::size_t count) {
+        std::vector<Worker*> workers;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            while (workers.size() < count && !idle_.empty()) {
+                workers.push_back(idle_.back());
+                idle_.pop_back();
+            }
+        }
+        try {
+            while (workers.size() < count) workers.push_back(new Worker);
+        } catch (...) {
+            release(workers);
+            throw;
+        }
+        return workers;
+    }
+
+    void release(const std::vector<Worker*>& workers) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        idle_.insert(idle_.end(), workers.begin(), workers.end());
+    }
+
+private:
+    static WorkerPool*& current() {
+        static WorkerPool* pool = nullptr;
+        return pool;
+    }
+
+    std::mutex mutex_;
+    std::vector<Worker*> idle_;
+};
+
+/// `size` threads for one run: the caller (thread 0) and size - 1 pool workers, returned to
+/// the pool when the run ends.
+class Team {
+public:
+    explicit Team(int size) : workers_(WorkerPool::get().acquire(size > 1 ? size - 1 : 0)) {}
+    ~Team() { WorkerPool::get().release(workers_); }
     Team(const Team&) = delete;
     Team& operator=(const Team&) = delete;
 
-    int size() const { return size_; }
+    int size() const { return static_cast<int>(workers_.size()) + 1; }
 
     /// Runs body(thread) on every thread of the team and returns when all have finished.
     /// The body must not throw (catch into an ErrorSlot).
     void run(const std::function<void(int)>& body) {
-        if (size_ == 1) {
+        if (workers_.empty()) {
             body(0);
             return;
         }
         {
             std::lock_guard<std::mutex> lock(mutex_);
-            body_ = &body;
-            pending_ = size_ - 1;
-            ++step_;
+            pending_ = workers_.size();
         }
-        wake_.notify_all();
+        for (std::size_t i = 0; i < workers_.size(); ++i) {
+            workers_[i]->start([this, &body, i] {
+                body(static_cast<int>(i) + 1);
+                std::lock_guard<std::mutex> lock(mutex_);
+                if (--pending_ == 0) done_.notify_one();
+            });
+        }
         body(0);
         std::unique_lock<std::mutex> lock(mutex_);
         done_.wait(lock, [this] { return pending_ == 0; });
-        body_ = nullptr;
     }
 
 private:
-    void work(int index) {
-        std::size_t seen = 0;
-        for (;;) {
-            const std::function<void(int)>* body;
-            {
-                std::unique_lock<std::mutex> lock(mutex_);
-                wake_.wait(lock, [&] { return stopping_ || step_ != seen; });
-                if (stopping_) return;
-                seen = step_;
-                body = body_;
-            }
-            (*body)(index);
-            {
-                std::lock_guard<std::mutex> lock(mutex_);
-                if (--pending_ == 0) done_.notify_one();
-            }
-        }
-    }
-
-    void stop() {
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            stopping_ = true;
-        }
-        wake_.notify_all();
-        for (auto& worker : workers_)
-            if (worker.joinable()) worker.join();
-        workers_.clear();
-    }
-
-    const int size_;
-    std::vector<std::thread> workers_;
+    std::vector<Worker*> workers_;
     std::mutex mutex_;
-    std::condition_variable wake_, done_;
-    const std::function<void(int)>* body_ = nullptr;
-    std::size_t step_ = 0;
-    int pending_ = 0;
-    bool stopping_ = false;
+    std::condition_variable done_;
+    std::size_t pending_ = 0;
 };
 
 /// Hands out job indices 0, 1, ... to the threads of a step, in order (dynamic scheduling).
