@@ -370,6 +370,30 @@ def test_kernels_load_from_the_disk_cache_in_a_new_process():
     assert (hits, misses) == (1, 0)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_process_forked_after_a_run_runs_again():
+    """numba's OpenMP layer kills a child forked after it ran: there the kernels run serially."""
+    out = _run("""
+        import os
+        import numpy as np
+        import initscope
+        kwargs = dict(n_samples=300, chunk_size=100, bias=0.1, backend="numba",
+                      init=["xavier", "he_uniform"], dtype="float32")
+        before = initscope.propagate([64, 64], **kwargs)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            after = initscope.propagate([64, 64], **kwargs)
+            same = all(np.array_equal(getattr(before, name), getattr(after, name))
+                       for name in ("mean", "std", "pre_std", "min", "max", "hist"))
+            os.write(write, b"same" if same else b"different")
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        print(os.read(read, 100).decode(), status)
+    """)
+    assert out.split() == ["same", "0"]
+
+
 @pytest.fixture
 def without_numba(monkeypatch):
     """numba made unimportable, and the backends detected again; restored afterwards."""

@@ -17,6 +17,9 @@ Imported only by the numba backend (``initscope.backends.jitted``).
 
 from __future__ import annotations
 
+import os
+
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import get_num_threads, njit, prange, types
@@ -34,6 +37,7 @@ __all__ = [
     "fill_with",
     "from_bits",
     "next_job",
+    "parallel_allowed",
     "philox4x32",
     "philox_block",
 ]
@@ -94,6 +98,31 @@ def next_job(typingctx, counter):
         return builder.atomic_rmw("add", array.data, one, "monotonic")
 
     return sig, codegen
+
+
+# ---- fork safety --------------------------------------------------------------------------
+
+_forked_after_openmp = False
+
+
+def _after_fork_in_child() -> None:
+    """GNU OpenMP cannot run in a process forked after it ran (numba's omp layer kills the
+    child): there, the kernels run serially.  Other layers (tbb, workqueue) are fork-safe."""
+    global _forked_after_openmp
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel ran before the fork: the child may launch one
+        return
+    _forked_after_openmp = _forked_after_openmp or layer == "omp"
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def parallel_allowed() -> bool:
+    """False in a process forked after numba's OpenMP threads ran."""
+    return not _forked_after_openmp
 
 
 # ---- Philox4x32-10 -----------------------------------------------------------------------
@@ -454,6 +483,13 @@ def _uniform32(out, workers, k0, k1, stream, layer, start, scale, shift):
             job = next_job(counter)
 
 
+@njit(nogil=True, cache=True, error_model="numpy")
+def _serial(out, normal, k0, k1, stream, layer, start, scale, shift):
+    """The fill on the calling thread alone (in a process forked after OpenMP ran)."""
+    for job in range((out.size + SEGMENT - 1) // SEGMENT):
+        draw_segment(out, job, normal, k0, k1, stream, layer, start, scale, shift)
+
+
 _KERNELS = {
     (True, "float64"): _normal64,
     (False, "float64"): _uniform64,
@@ -514,6 +550,9 @@ def fill_with(out, normal: bool, args: tuple) -> None:
         return
     if out.dtype not in (np.float32, np.float64) or not out.flags.c_contiguous:
         raise ValueError(f"the generator fills contiguous float arrays, got {out.dtype}")
+    if not parallel_allowed():
+        _serial(out.reshape(-1), normal, *args)
+        return
     # the thread count read here: numba's get_num_threads in a kernel would not be cacheable
     _KERNELS[normal, out.dtype.name](out.reshape(-1), get_num_threads(), *args)
 

@@ -60,6 +60,7 @@ from ._jit_random import (
     fill_with,
     from_bits,
     next_job,
+    parallel_allowed,
 )
 
 __all__ = ["activate", "check_available", "run"]
@@ -719,6 +720,46 @@ def _merge_moments(n, mean, m2, n_b, k, s1, s2):
         m2[j] += m2_b + delta * delta * w_ab
 
 
+@njit(error_model="numpy")
+def _layer_job(job, x, w, y, bias, tiles, blas, act, saturation, hist_range, scratch, draw_out,
+               draw):  # fmt: skip
+    """Job ``job`` of a layer: tile ``job`` (GEMM, then bias, activation and statistics), or,
+    past the tiles, a segment of the next layer's weights."""
+    n_tiles = tiles.shape[0]
+    if job >= n_tiles:
+        normal, k0, k1, stream, layer, start, scale, shift = draw
+        draw_segment(draw_out, job - n_tiles, normal, k0, k1, stream, layer, start, scale, shift)
+        return
+    part, tile_counts, tile_hist, post, index = scratch
+    call_begin = tiles[job, 0]
+    if blas != 0:
+        _gemm(blas, x, call_begin, w, y, call_begin, tiles[job, 1])
+    _tile_stats(y, tiles[job, 2], tiles[job, 3], bias, act, saturation[0], saturation[1],
+                hist_range[0], hist_range[1], hist_range[2], part[job], tile_counts[job],
+                tile_hist[job], post[job], index[job])  # fmt: skip
+
+
+@njit(error_model="numpy")
+def _merge_tiles(n_tiles, scratch, moments, counts, extrema, hist):
+    """The tiles' partials into the layer's accumulators, in tile order: the same sums
+    whatever thread ran which tile."""
+    part, tile_counts, tile_hist, _, _ = scratch
+    width = moments.shape[1]
+    for t in range(n_tiles):
+        n = counts[_ROWS]
+        n_b = tile_counts[t, _ROWS]
+        p = part[t]
+        _merge_moments(n, moments[0], moments[1], n_b, p[_POST_K], p[_POST_S1], p[_POST_S2])
+        _merge_moments(n, moments[2], moments[3], n_b, p[_PRE_K], p[_PRE_S1], p[_PRE_S2])
+        for c in range(_COUNTERS):
+            counts[c] += tile_counts[t, c]
+        for j in range(width):
+            extrema[0] = p[_LO, j] if p[_LO, j] < extrema[0] else extrema[0]
+            extrema[1] = p[_HI, j] if p[_HI, j] > extrema[1] else extrema[1]
+        for b in range(hist.size):
+            hist[b] += tile_hist[t, b]
+
+
 @njit(nogil=True, cache=True, parallel=True, error_model="numpy")
 def _layer(x, w, y, bias, tiles, blas, act, saturation, hist_range, moments, counts, extrema,
            hist, scratch, workers, draw_out, draw):  # fmt: skip
@@ -737,41 +778,25 @@ def _layer(x, w, y, bias, tiles, blas, act, saturation, hist_range, moments, cou
     """
     n_tiles = tiles.shape[0]
     n_jobs = n_tiles + (draw_out.size + SEGMENT - 1) // SEGMENT
-    width = y.shape[1]
-    bins = hist.size
-    sat_low, sat_high = saturation
-    hist_low, hist_high, hist_scale = hist_range
-    part, tile_counts, tile_hist, post, index = scratch
-    normal, k0, k1, stream, layer, start, scale, shift = draw
     counter = np.zeros(1, dtype=np.int64)
     for _ in prange(min(workers, n_jobs)):  # workers take jobs in order:
         job = next_job(counter)  # the tiles first, then the draws
         while job < n_jobs:
-            if job >= n_tiles:
-                draw_segment(draw_out, job - n_tiles, normal, k0, k1, stream, layer, start,
-                             scale, shift)  # fmt: skip
-            else:
-                call_begin = tiles[job, 0]
-                if blas != 0:
-                    _gemm(blas, x, call_begin, w, y, call_begin, tiles[job, 1])
-                _tile_stats(y, tiles[job, 2], tiles[job, 3], bias, act, sat_low, sat_high,
-                            hist_low, hist_high, hist_scale, part[job], tile_counts[job],
-                            tile_hist[job], post[job], index[job])  # fmt: skip
+            _layer_job(job, x, w, y, bias, tiles, blas, act, saturation, hist_range, scratch,
+                       draw_out, draw)  # fmt: skip
             job = next_job(counter)
-    # merged in tile order: the same sums whatever thread ran which tile
-    for t in range(n_tiles):
-        n = counts[_ROWS]
-        n_b = tile_counts[t, _ROWS]
-        p = part[t]
-        _merge_moments(n, moments[0], moments[1], n_b, p[_POST_K], p[_POST_S1], p[_POST_S2])
-        _merge_moments(n, moments[2], moments[3], n_b, p[_PRE_K], p[_PRE_S1], p[_PRE_S2])
-        for c in range(_COUNTERS):
-            counts[c] += tile_counts[t, c]
-        for j in range(width):
-            extrema[0] = p[_LO, j] if p[_LO, j] < extrema[0] else extrema[0]
-            extrema[1] = p[_HI, j] if p[_HI, j] > extrema[1] else extrema[1]
-        for b in range(bins):
-            hist[b] += tile_hist[t, b]
+    _merge_tiles(n_tiles, scratch, moments, counts, extrema, hist)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _layer_serial(x, w, y, bias, tiles, blas, act, saturation, hist_range, moments, counts,
+                  extrema, hist, scratch, workers, draw_out, draw):  # fmt: skip
+    """:func:`_layer` on the calling thread alone (in a process forked after OpenMP ran)."""
+    n_tiles = tiles.shape[0]
+    for job in range(n_tiles + (draw_out.size + SEGMENT - 1) // SEGMENT):
+        _layer_job(job, x, w, y, bias, tiles, blas, act, saturation, hist_range, scratch,
+                   draw_out, draw)  # fmt: skip
+    _merge_tiles(n_tiles, scratch, moments, counts, extrema, hist)
 
 
 # ---- the driver -----------------------------------------------------------------------------
@@ -922,6 +947,7 @@ def run(plan: Plan) -> RawStats:
         else None
     )
 
+    layer_kernel = _layer if parallel_allowed() else _layer_serial
     previous_threads = numba.get_num_threads()
     workers = max(1, min(plan.threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     numba.set_num_threads(workers)
@@ -947,10 +973,10 @@ def run(plan: Plan) -> RawStats:
                     y = buffers[1][: padded * layer.fan_out].reshape(padded, layer.fan_out)
                     if blas == 0:  # pragma: no cover - without scipy-openblas32
                         np.matmul(x, w, out=y)
-                    _layer(x, w, y, biases[i], tiles, blas, acts[i], saturation[i], hist_range,
-                           moments[i], counts[i], extrema[i], hist[i],
-                           scratch(len(tiles), layer.fan_out), workers,
-                           *weights.job(i + 1))  # fmt: skip
+                    layer_kernel(x, w, y, biases[i], tiles, blas, acts[i], saturation[i],
+                                 hist_range, moments[i], counts[i], extrema[i], hist[i],
+                                 scratch(len(tiles), layer.fan_out), workers,
+                                 *weights.job(i + 1))  # fmt: skip
                     if kept is not None:
                         kept[i][r0:r1] = y[front : front + rows]
                     buffers.reverse()
