@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <exception>
@@ -33,6 +34,23 @@ private:
     std::atomic<bool> failed_{false};
 };
 
+/// Spins for up to about this long before sleeping on a condition variable: steps of a run
+/// follow each other within microseconds, and waking a sleeping thread costs more than that.
+constexpr auto kSpin = std::chrono::microseconds(200);
+
+/// Spins until `ready()` or kSpin has passed; true if ready.
+template <class Ready>
+bool spin_until(Ready ready) {
+    const auto end = std::chrono::steady_clock::now() + kSpin;
+    for (int i = 0;; ++i) {
+        if (ready()) return true;
+        if ((i & 63) == 63 && std::chrono::steady_clock::now() > end) return false;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+}
+
 /// A persistent thread that runs one task at a time. Never destroyed: idle ones sleep.
 class Worker {
 public:
@@ -42,7 +60,7 @@ public:
         {
             std::lock_guard<std::mutex> lock(mutex_);
             task_ = std::move(task);
-            has_task_ = true;
+            has_task_.store(true, std::memory_order_release);
         }
         wake_.notify_one();
     }
@@ -50,12 +68,15 @@ public:
 private:
     void loop() {
         for (;;) {
+            if (!spin_until([this] { return has_task_.load(std::memory_order_acquire); })) {
+                std::unique_lock<std::mutex> lock(mutex_);
+                wake_.wait(lock, [this] { return has_task_.load(std::memory_order_relaxed); });
+            }
             std::function<void()> task;
             {
-                std::unique_lock<std::mutex> lock(mutex_);
-                wake_.wait(lock, [this] { return has_task_; });
+                std::lock_guard<std::mutex> lock(mutex_);
                 task = std::move(task_);
-                has_task_ = false;
+                has_task_.store(false, std::memory_order_relaxed);
             }
             task();
         }
@@ -64,7 +85,7 @@ private:
     std::mutex mutex_;
     std::condition_variable wake_;
     std::function<void()> task_;
-    bool has_task_ = false;
+    std::atomic<bool> has_task_{false};
     std::thread thread_;  // last: starts once the members above exist
 };
 
@@ -134,27 +155,33 @@ public:
             body(0);
             return;
         }
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            pending_ = workers_.size();
-        }
+        pending_.store(workers_.size(), std::memory_order_relaxed);
+        left_.store(0, std::memory_order_relaxed);
         for (std::size_t i = 0; i < workers_.size(); ++i) {
             workers_[i]->start([this, &body, i] {
                 body(static_cast<int>(i) + 1);
-                std::lock_guard<std::mutex> lock(mutex_);
-                if (--pending_ == 0) done_.notify_one();
+                {
+                    std::lock_guard<std::mutex> lock(mutex_);  // pairs with the wait below
+                    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) done_.notify_one();
+                }
+                left_.fetch_add(1, std::memory_order_release);  // its last touch of the team
             });
         }
         body(0);
-        std::unique_lock<std::mutex> lock(mutex_);
-        done_.wait(lock, [this] { return pending_ == 0; });
+        auto finished = [this] { return pending_.load(std::memory_order_acquire) == 0; };
+        if (!spin_until(finished)) {
+            std::unique_lock<std::mutex> lock(mutex_);
+            done_.wait(lock, finished);
+        }
+        // Workers may still be leaving the team's mutex: wait until they no longer touch it.
+        while (left_.load(std::memory_order_acquire) != workers_.size()) std::this_thread::yield();
     }
 
 private:
     std::vector<Worker*> workers_;
     std::mutex mutex_;
     std::condition_variable done_;
-    std::size_t pending_ = 0;
+    std::atomic<std::size_t> pending_{0}, left_{0};
 };
 
 /// Hands out job indices 0, 1, ... to the threads of a step, in order (dynamic scheduling).
