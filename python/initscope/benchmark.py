@@ -645,6 +645,13 @@ def time_config(
             config.samples.setdefault(kind, []).append(elapsed / config.batch[kind])
             outcomes[kind] += [r for r in results if r is not None]
     config.load = monitor.stop()
+    for kind in config.kinds:
+        first, typical = config.warmup[kind], config.median(kind)
+        if typical and first > 1.0 and first > 5 * typical:
+            config.notes.append(
+                f"{label(kind)}: the first network took {first:.1f} s (compilation or "
+                "start-up), not counted"
+            )
     check_outcomes(config, outcomes)
 
 
@@ -818,6 +825,8 @@ def markdown(report: dict[str, Any], configs: list[Config], contenders: list[str
     env = {k: v for k, v in meta["environment"].items() if v is not None}
     lines.append(f"- environment: {env if env else 'no BLAS/OpenMP variables set'}")
     lines.append(f"- load average at start / end: {meta['loadavg_start']} / {meta['loadavg_end']}")
+    if meta["quick"]:
+        lines.append("- `--quick`: small shapes, 3 rounds; peak RSS of the memory target only")
     lines += [
         "",
         "ms per network: median over rounds (networks run back to back, variants alternating). "
@@ -967,14 +976,8 @@ def run_suite(
     memory_results: dict[str, Any] = {}
     if memory:
         log("peak memory, one fresh process per configuration:")
-        probe_configs = configs
-        if quick:  # initscope only, at the largest shape
-            largest = max(shapes, key=lambda s: s[0] * s[1])
-            probe_configs = [c for c in configs if c.shape == largest]
-        for config in probe_configs:
+        for config in [] if quick else configs:  # --quick: the memory target only
             for kind in config.kinds:
-                if quick and not kind.startswith("initscope:"):
-                    continue
                 config.memory[kind] = measure_memory(kind, config.shape, config.dtype)
                 log(f"  {shape_text(config.shape)} {config.dtype} {label(kind)}: "
                     f"{_fmt_mb(config.memory[kind])} MB")  # fmt: skip
