@@ -8,23 +8,39 @@ MOMENTS = ("mean", "std", "pre_mean", "pre_std", "channel_sq_mean", "channel_var
 COUNTS = ("below", "above", "nonfinite", "pre_nonfinite")
 
 
-def assert_matches(result, reference, dtype="float64"):
-    """float64: rtol 1e-10; float32: 1e-4 (relative to each layer's spread for the means)."""
-    rtol = 1e-10 if dtype == "float64" else 1e-4
-    for name in MOMENTS:
-        scale = np.maximum(reference.std, reference.pre_std)
-        atol = rtol * np.nan_to_num(scale)
-        np.testing.assert_allclose(
-            getattr(result, name), getattr(reference, name), rtol=rtol, atol=atol, err_msg=name
-        )
+def assert_matches(result, reference, dtype="float64", chaotic=False):
+    """float64: rtol 1e-10; float32: 1e-4, per layer.
+
+    Means and stds are compared relative to the layer's spread and its mean (a constant
+    layer has std 0 in one backend and a rounding residue in another).  ``chaotic``
+    networks (big tanh init in float32) amplify rounding: their counts may differ by 0.5 %.
+    """
+    eps = 1e-10 if dtype == "float64" else 1e-4
     total = reference.n_samples * np.asarray(reference.widths)
-    slack = 0 if dtype == "float64" else np.maximum(3, total // 20_000)
-    for name in COUNTS:
-        np.testing.assert_allclose(getattr(result, name), getattr(reference, name), atol=slack)
-    assert np.all(
-        np.abs(result.hist - reference.hist).sum(axis=1) <= 2 * slack + (dtype == "float64") * 2
-    )
-    for name in ("zero_fraction", "saturated_fraction"):
-        np.testing.assert_allclose(
-            getattr(result, name), getattr(reference, name), atol=slack / total + 1e-12
-        )
+    for i in range(len(reference.widths)):
+        scale = np.nan_to_num(
+            max(reference.std[i], reference.pre_std[i], abs(reference.mean[i]),
+                abs(reference.pre_mean[i]))
+        )  # fmt: skip
+        for name in MOMENTS:
+            got, want = getattr(result, name)[i], getattr(reference, name)[i]
+            np.testing.assert_allclose(
+                got, want, rtol=eps, atol=float(eps * scale) + 1e-300, err_msg=f"{name}[{i}]"
+            )
+        if chaotic:
+            slack = int(total[i] // 200)
+        elif dtype == "float64":
+            slack = 2
+        else:
+            slack = int(max(3, total[i] // 20_000))
+        for name in COUNTS:
+            got, want = getattr(result, name)[i], getattr(reference, name)[i]
+            assert abs(int(got) - int(want)) <= slack, f"{name}[{i}]: {got} != {want}"
+        diff = int(np.abs(result.hist[i] - reference.hist[i]).sum())
+        assert diff <= 2 * slack, f"hist[{i}] differs by {diff} counts"
+        for name in ("zero_fraction", "saturated_fraction"):
+            got, want = getattr(result, name)[i], getattr(reference, name)[i]
+            if np.isnan(want):
+                assert np.isnan(got), name
+            else:
+                assert abs(got - want) <= slack / total[i] + 1e-12, f"{name}[{i}]"

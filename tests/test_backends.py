@@ -19,7 +19,7 @@ def test_seed_experiments_match_the_reference(fast_backend, init, activation, dt
     kwargs = dict(init=init, activation=activation, dtype=dtype)
     result = initscope.propagate([500] * 10, backend=fast_backend, **kwargs)
     reference = initscope.propagate([500] * 10, backend="numpy", **kwargs)
-    assert_matches(result, reference, dtype)
+    assert_matches(result, reference, dtype, chaotic=init == "big" and dtype == "float32")
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
