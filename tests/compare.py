@@ -17,6 +17,7 @@ def assert_matches(result, reference, dtype="float64", chaotic=False):
     """
     eps = 1e-10 if dtype == "float64" else 1e-4
     total = reference.n_samples * np.asarray(reference.widths)
+    tiny = float(np.finfo(dtype).tiny)  # subnormal results may differ
     for i in range(len(reference.widths)):
         scale = np.nan_to_num(
             max(reference.std[i], reference.pre_std[i], abs(reference.mean[i]),
@@ -24,8 +25,11 @@ def assert_matches(result, reference, dtype="float64", chaotic=False):
         )  # fmt: skip
         for name in MOMENTS:
             got, want = getattr(result, name)[i], getattr(reference, name)[i]
+            # min and max are single entries, not averages: in float32 their rounding
+            # differences compound over the layers unsmoothed
+            rtol = 5 * eps if name in ("min", "max") and dtype == "float32" else eps
             np.testing.assert_allclose(
-                got, want, rtol=eps, atol=float(eps * scale) + 1e-300, err_msg=f"{name}[{i}]"
+                got, want, rtol=rtol, atol=float(eps * scale) + tiny, err_msg=f"{name}[{i}]"
             )
         if chaotic:
             slack = int(total[i] // 200)
