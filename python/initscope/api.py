@@ -142,10 +142,18 @@ def make_weights(
     ``layout="torch"`` gives the transpose, ``(fan_out, fan_in)``, as
     ``torch.nn.Linear.weight`` stores it: ``linear.weight.data[:] = torch.from_numpy(W)``.
     """
-    plan = make_plan([fan_out], init=init, input_dim=fan_in, seed=seed, dtype=dtype, n_samples=1)
     if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < 2**32:
         raise ValueError(f"layer must be an integer in [0, 2**32), got {layer!r}")
     if layout not in ("in_out", "torch"):
         raise ValueError(f"layout must be 'in_out' or 'torch', got {layout!r}")
+    plan = make_plan(
+        [fan_out],
+        init=init,
+        input_dim=fan_in,
+        seed=seed,
+        dtype=dtype,
+        n_samples=1,
+        build_weights=False,
+    )
     w = scheme(init).sample(fan_in, fan_out, seed=plan.seed, layer=layer, dtype=plan.dtype)
     return np.ascontiguousarray(w.T) if layout == "torch" else w
