@@ -65,6 +65,30 @@ def test_memory_estimate_covers_kept_activations():
     assert kept + buffers <= estimate_memory(plan) < kept + buffers + 4 * 2**20
 
 
+@pytest.mark.parametrize(
+    ("widths", "n_samples", "chunk_size", "weights"),
+    [
+        ([300, 200], 1000, None, 2 * 300 * 300),  # one chunk: two rotating buffers
+        ([300, 200], 1000, 100, 300 * 300 + 300 * 200),  # chunks: every layer's, kept
+        ([4096] * 3, 5000, None, 2 * 4096 * 4096),  # too large to keep: rotating
+    ],
+)
+def test_memory_estimate_counts_weights_as_the_kernels_hold_them(
+    widths, n_samples, chunk_size, weights
+):
+    plan = make_plan(widths, n_samples=n_samples, chunk_size=chunk_size)
+    buffers = 2 * plan.chunk_size * max(widths) * 8
+    assert estimate_memory(plan, "cpp") == buffers + weights * 8
+
+
+def test_default_chunk_amortises_redrawn_weights():
+    # weights too large to keep are redrawn per chunk: a chunk holds at least min(w, 4096) rows
+    assert make_plan([4096] * 4, n_samples=10**5).chunk_size == 4096
+    assert make_plan([4096] * 4, n_samples=10**5, dtype="float32").chunk_size == 4096
+    assert make_plan([256] * 4, n_samples=10**7).chunk_size == 128 * 2**20 // (2 * 256 * 8)
+    assert make_plan([500] * 10, n_samples=1000).chunk_size == 1000
+
+
 def test_memory_guard_names_what_to_change(backend):
     with pytest.raises(ValueError, match="chunk_size.*keep_activations=False.*max_memory"):
         initscope.propagate(

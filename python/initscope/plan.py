@@ -25,6 +25,12 @@ __all__ = ["Layer", "Plan", "estimate_memory", "make_plan"]
 #: Rows of samples a backend holds at once, by default, is chosen so that the two
 #: activation buffers of a chunk take about this many bytes.
 CHUNK_BYTES = 128 * 2**20
+#: ...but never fewer than min(widest layer, this) rows: weights too large to keep are drawn
+#: again for every chunk, at a cost of about 90 / rows of the chunk's GEMM time.
+CHUNK_MIN_ROWS = 4096
+#: The compiled backends keep drawn weights across chunks while they take at most this many
+#: bytes (else two buffers rotate and each chunk draws them again).
+WEIGHT_CACHE_BYTES = 128 * 2**20
 
 
 @dataclass(frozen=True)
@@ -154,16 +160,24 @@ def _inputs(inputs: Any, input_dim: int | None, dtype: np.dtype) -> NDArray:
 
 
 def default_chunk(n_samples: int, widths: Sequence[int], itemsize: int) -> int:
-    """Rows held at once: all of them if they fit in :data:`CHUNK_BYTES`, else a bounded slice."""
-    rows = CHUNK_BYTES // (2 * max(widths) * itemsize)
-    return max(1, min(n_samples, max(rows, 256)))
+    """Rows held at once: all of them if they fit in :data:`CHUNK_BYTES`, else a bounded slice.
+
+    A slice has at least ``min(max(widths), CHUNK_MIN_ROWS)`` rows, so that redrawing the
+    weights for each slice stays a few % of its GEMM, while the two chunk buffers take no
+    more memory than the two weight buffers a wide network needs anyway.
+    """
+    width = max(widths)
+    rows = max(CHUNK_BYTES // (2 * width * itemsize), min(width, CHUNK_MIN_ROWS), 256)
+    return max(1, min(n_samples, rows))
 
 
 def estimate_memory(plan: Plan, backend: str = "cpp") -> int:
     """Bytes a run needs beyond the interpreter: buffers, weights, kept activations.
 
     The reference backend holds whole layers (about six float64 copies of the widest one);
-    the others hold two chunk buffers.  Matrices of schemes built in NumPy count in full.
+    the others hold two chunk buffers, and drawn weights as the kernels keep them: all layers'
+    when there are several chunks and they fit :data:`WEIGHT_CACHE_BYTES`, else two rotating
+    buffers of the largest.  Matrices of schemes built in NumPy count in full.
     """
     item = plan.dtype.itemsize
     width = max(plan.input_dim, *plan.widths)
@@ -171,10 +185,15 @@ def estimate_memory(plan: Plan, backend: str = "cpp") -> int:
         buffers = 6 * plan.n_samples * width * 8
     else:
         buffers = 2 * plan.chunk_size * width * item
-    weights = 2 * max(layer.fan_in * layer.fan_out for layer in plan.layers) * item
-    weights += sum(
-        layer.fan_in * layer.fan_out * item for layer in plan.layers if layer.distribution is None
-    )
+    sizes = [layer.fan_in * layer.fan_out * item for layer in plan.layers]
+    is_drawn = [layer.distribution is not None for layer in plan.layers]
+    drawn = [size for size, d in zip(sizes, is_drawn, strict=True) if d]
+    chunks = -(-plan.n_samples // plan.chunk_size)
+    if backend != "numpy" and chunks > 1 and sum(drawn) <= WEIGHT_CACHE_BYTES:
+        weights = sum(drawn)
+    else:
+        weights = 2 * max(drawn, default=0)
+    weights += sum(size for size, d in zip(sizes, is_drawn, strict=True) if not d)
     kept = plan.n_samples * sum(plan.widths) * item if plan.keep_activations else 0
     return buffers + weights + kept
 

@@ -78,7 +78,7 @@ constexpr std::size_t kRowAlign = 48;
 // to run near its peak, small enough to stay in L2/L3 and to balance threads.
 constexpr std::size_t kTileRows = 240;
 constexpr std::size_t kSegment = std::size_t(1) << 16;  // elements drawn per parallel job
-constexpr std::size_t kWeightCacheBytes = std::size_t(128) << 20;
+constexpr std::size_t kWeightCacheBytes = std::size_t(128) << 20;  // plan.WEIGHT_CACHE_BYTES
 constexpr auto kCheckEvery = std::chrono::milliseconds(20);
 
 inline void require(bool ok, const std::string& message) {

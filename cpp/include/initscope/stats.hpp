@@ -60,12 +60,15 @@ struct TileStats {
     /// Rows accumulated per pass: per-column accumulators are loaded and stored once per
     /// block instead of once per row.
     static constexpr std::size_t kBlock = 4;
+    /// Copies of the histogram, filled in turn: consecutive values in the same bin do not
+    /// wait on each other's increment.
+    static constexpr int kCopies = 8;
 
     std::size_t width = 0;
     int hist_stride = 0;  // bins + 3: the bins, then below, above and NaN
     std::int64_t rows = 0;
     std::vector<double> pre_shift, pre_s1, pre_s2, post_shift, post_s1, post_s2, min, max;
-    std::vector<std::int64_t> hist;  // 4 interleaved copies, so increments rarely collide
+    std::vector<std::int64_t> hist;  // kCopies interleaved copies, so increments rarely collide
     std::int64_t zeros = 0, saturated = 0, nonfinite = 0, pre_nonfinite = 0;
     std::vector<std::int32_t> index;  // histogram slot of each value of the current block
     std::vector<double> mean_buf, m2_buf;
@@ -78,7 +81,7 @@ struct TileStats {
             v->assign(w, 0.0);
         min.assign(w, std::numeric_limits<double>::infinity());
         max.assign(w, -std::numeric_limits<double>::infinity());
-        hist.assign(4 * static_cast<std::size_t>(hist_stride), 0);
+        hist.assign(kCopies * static_cast<std::size_t>(hist_stride), 0);
         zeros = saturated = nonfinite = pre_nonfinite = 0;
         index.assign(kBlock * w, 0);
     }
@@ -196,11 +199,9 @@ private:
         const std::int32_t* __restrict idx = index.data();
         const std::size_t s = static_cast<std::size_t>(hist_stride);
         std::size_t j = 0;
-        for (; j + 4 <= count; j += 4) {
-            ++h[idx[j]];
-            ++h[s + idx[j + 1]];
-            ++h[2 * s + idx[j + 2]];
-            ++h[3 * s + idx[j + 3]];
+        for (; j + kCopies <= count; j += kCopies) {
+#pragma GCC unroll 8
+            for (int c = 0; c < kCopies; ++c) ++h[c * s + idx[j + c]];
         }
         for (; j < count; ++j) ++h[idx[j]];
     }
@@ -249,7 +250,7 @@ struct LayerStats {
         }
         const std::size_t bins = hist.size();
         const std::size_t s = static_cast<std::size_t>(tile.hist_stride);
-        for (int copy = 0; copy < 4; ++copy) {
+        for (int copy = 0; copy < TileStats::kCopies; ++copy) {
             const std::int64_t* h = tile.hist.data() + copy * s;
             for (std::size_t b = 0; b < bins; ++b) hist[b] += h[b];
             below += h[bins];

@@ -47,7 +47,7 @@ from numba.extending import intrinsic, overload
 
 from .. import random as _random
 from ..activations import ACTIVATIONS
-from ..plan import Plan
+from ..plan import WEIGHT_CACHE_BYTES, Plan
 from ..result import RawStats
 from ._jit_random import (
     _LOG_C64,
@@ -604,8 +604,6 @@ ROW_ALIGN = 48
 #: Tiles are fixed runs of 240 samples, a multiple of ROW_ALIGN: large enough for the GEMM
 #: to run near its peak, small enough to stay in cache and to balance threads.
 TILE_ROWS = 240
-#: Drawn weights are kept across chunks while they take at most this many bytes.
-WEIGHT_CACHE_BYTES = 128 * 2**20
 
 # slots of the per-tile and per-layer counters
 _ROWS, _BELOW, _ABOVE, _ZEROS, _SATURATED, _NONFINITE, _PRE_NONFINITE = range(7)
