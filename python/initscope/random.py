@@ -68,9 +68,7 @@ _W1 = np.uint64(0xBB67AE85)
 Words = tuple[NDArray[np.uint64], NDArray[np.uint64], NDArray[np.uint64], NDArray[np.uint64]]
 
 
-def philox4x32(
-    counter: Words, key: tuple[np.uint64, np.uint64], rounds: int = 10
-) -> Words:
+def philox4x32(counter: Words, key: tuple[np.uint64, np.uint64], rounds: int = 10) -> Words:
     """Philox4x32 on arrays of 32-bit words held in uint64 (so products do not wrap)."""
     c0, c1, c2, c3 = counter
     k0, k1 = key
@@ -129,22 +127,48 @@ def _block_uniforms(words: Words, dtype: np.dtype) -> list[NDArray]:
 
 # ---- log and sincos: the exact operation sequences the kernels follow ------------------
 
-_LOG_C64 = [float.fromhex(h) for h in (
-    "0x1.5555555555555p-2", "0x1.999999999999ap-3", "0x1.2492492492492p-3",
-    "0x1.c71c71c71c71cp-4", "0x1.745d1745d1746p-4", "0x1.3b13b13b13b14p-4",
-    "0x1.1111111111111p-4", "0x1.e1e1e1e1e1e1ep-5", "0x1.af286bca1af28p-5",
-    "0x1.8618618618618p-5",
-)]  # 1/3, 1/5, ..., 1/21
-_SIN_C64 = [float.fromhex(h) for h in (
-    "-0x1.5555555555555p-3", "0x1.1111111111111p-7", "-0x1.a01a01a01a01ap-13",
-    "0x1.71de3a556c734p-19", "-0x1.ae64567f544e4p-26", "0x1.6124613a86d09p-33",
-    "-0x1.ae7f3e733b81fp-41", "0x1.952c77030ad4ap-49",
-)]  # (-1)^k / (2k+1)!, k = 1..8
-_COS_C64 = [float.fromhex(h) for h in (
-    "-0x1.0000000000000p-1", "0x1.5555555555555p-5", "-0x1.6c16c16c16c17p-10",
-    "0x1.a01a01a01a01ap-16", "-0x1.27e4fb7789f5cp-22", "0x1.1eed8eff8d898p-29",
-    "-0x1.93974a8c07c9dp-37", "0x1.ae7f3e733b81fp-45", "-0x1.6827863b97d97p-53",
-)]  # (-1)^k / (2k)!, k = 1..9
+_LOG_C64 = [
+    float.fromhex(h)
+    for h in (
+        "0x1.5555555555555p-2",
+        "0x1.999999999999ap-3",
+        "0x1.2492492492492p-3",
+        "0x1.c71c71c71c71cp-4",
+        "0x1.745d1745d1746p-4",
+        "0x1.3b13b13b13b14p-4",
+        "0x1.1111111111111p-4",
+        "0x1.e1e1e1e1e1e1ep-5",
+        "0x1.af286bca1af28p-5",
+        "0x1.8618618618618p-5",
+    )
+]  # 1/3, 1/5, ..., 1/21
+_SIN_C64 = [
+    float.fromhex(h)
+    for h in (
+        "-0x1.5555555555555p-3",
+        "0x1.1111111111111p-7",
+        "-0x1.a01a01a01a01ap-13",
+        "0x1.71de3a556c734p-19",
+        "-0x1.ae64567f544e4p-26",
+        "0x1.6124613a86d09p-33",
+        "-0x1.ae7f3e733b81fp-41",
+        "0x1.952c77030ad4ap-49",
+    )
+]  # (-1)^k / (2k+1)!, k = 1..8
+_COS_C64 = [
+    float.fromhex(h)
+    for h in (
+        "-0x1.0000000000000p-1",
+        "0x1.5555555555555p-5",
+        "-0x1.6c16c16c16c17p-10",
+        "0x1.a01a01a01a01ap-16",
+        "-0x1.27e4fb7789f5cp-22",
+        "0x1.1eed8eff8d898p-29",
+        "-0x1.93974a8c07c9dp-37",
+        "0x1.ae7f3e733b81fp-45",
+        "-0x1.6827863b97d97p-53",
+    )
+]  # (-1)^k / (2k)!, k = 1..9
 _LOG_C32 = _LOG_C64[:5]
 _SIN_C32 = _SIN_C64[:5]
 _COS_C32 = _COS_C64[:5]
@@ -182,7 +206,8 @@ def log_unit(u: NDArray) -> NDArray:
         bits32 = u.view(np.uint32)
         e = (bits32 >> np.uint32(23)).astype(np.int32) - 127
         f = ((bits32 & np.uint32(0x007FFFFF)) | np.uint32(0x3F800000)).view(np.float32)
-        coefs, ln2_hi, ln2_lo, sqrt2 = _LOG_C32, _LN2_HI32, _LN2_LO32, float(np.float32(math.sqrt(2.0)))
+        coefs, ln2_hi, ln2_lo = _LOG_C32, _LN2_HI32, _LN2_LO32
+        sqrt2 = float(np.float32(math.sqrt(2.0)))
     big = f > t(sqrt2)
     f = np.where(big, f * t(0.5), f)
     ef = (e + big).astype(dtype)
@@ -236,7 +261,7 @@ def _draw(kind: str, seed: int, stream: int, layer: int, start: int, count: int,
         values = us
     else:
         values = []
-        for v, u in zip(us[0::2], us[1::2]):
+        for v, u in zip(us[0::2], us[1::2], strict=True):
             values.extend(_box_muller(v, u))
     out = np.stack(values, axis=1).reshape(-1)  # element per_block*b + j
     offset = start - first * per_block

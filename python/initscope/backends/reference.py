@@ -34,7 +34,11 @@ def layer_weights(plan: Plan, index: int) -> NDArray:
     assert layer.distribution is not None
     shape = (layer.fan_in, layer.fan_out)
     return draw(
-        layer.distribution, shape, seed=plan.seed, stream=_random.WEIGHTS, layer=index,
+        layer.distribution,
+        shape,
+        seed=plan.seed,
+        stream=_random.WEIGHTS,
+        layer=index,
         dtype=plan.dtype,
     )
 
