@@ -78,7 +78,19 @@ def test_memory_estimate_counts_weights_as_the_kernels_hold_them(
 ):
     plan = make_plan(widths, n_samples=n_samples, chunk_size=chunk_size)
     buffers = 2 * plan.chunk_size * max(widths) * 8
-    assert estimate_memory(plan, "cpp") == buffers + weights * 8
+    hist = plan.threads * 8 * (30 + 3) * 8  # per thread, 8 copies of the slots
+    assert estimate_memory(plan, "cpp") == buffers + weights * 8 + hist
+
+
+def test_memory_guard_counts_the_histograms(backend):
+    # 10**8 bins: 0.8 GB of counters per copy, refused before anything is allocated
+    with pytest.raises(ValueError, match="bins"):
+        initscope.propagate([4], n_samples=10, bins=10**8, backend=backend, max_memory=2**29)
+    result = initscope.propagate([4], n_samples=10, bins=10**5, backend=backend)
+    assert (
+        result.hist.shape == (1, 10**5)
+        and result.hist.sum() + result.below.sum() + (result.above.sum()) == 40
+    )
 
 
 def test_default_chunk_amortises_redrawn_weights():
@@ -90,7 +102,7 @@ def test_default_chunk_amortises_redrawn_weights():
 
 
 def test_memory_guard_names_what_to_change(backend):
-    with pytest.raises(ValueError, match="chunk_size.*keep_activations=False.*max_memory"):
+    with pytest.raises(ValueError, match="chunk_size.*bins.*keep_activations=False.*max_memory"):
         initscope.propagate(
             [4096] * 4, n_samples=10**6, keep_activations=True, backend=backend,
             max_memory=2**30,

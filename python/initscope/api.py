@@ -118,7 +118,7 @@ def propagate(
     if need > limit:
         raise ValueError(
             f"this run needs about {need / 2**20:.0f} MiB, more than max_memory = "
-            f"{limit / 2**20:.0f} MiB: lower chunk_size, n_samples or widths, "
+            f"{limit / 2**20:.0f} MiB: lower chunk_size, n_samples, widths or bins, "
             f"set keep_activations=False, or raise max_memory"
         )
     plan = plan.with_weights()

@@ -28,6 +28,11 @@ CHUNK_BYTES = 128 * 2**20
 #: ...but never fewer than min(widest layer, this) rows: weights too large to keep are drawn
 #: again for every chunk, at a cost of about 90 / rows of the chunk's GEMM time.
 CHUNK_MIN_ROWS = 4096
+#: Tiles of the compiled backends: fixed runs of this many samples (a multiple of the 48-row
+#: alignment of their GEMM calls).
+TILE_ROWS = 240
+#: The C++ kernel's histogram: this many interleaved copies of the bins per thread.
+HIST_COPIES = 8
 #: The compiled backends keep drawn weights across chunks while they take at most this many
 #: bytes (else two buffers rotate and each chunk draws them again).
 WEIGHT_CACHE_BYTES = 128 * 2**20
@@ -177,7 +182,8 @@ def estimate_memory(plan: Plan, backend: str = "cpp") -> int:
     The reference backend holds whole layers (about six float64 copies of the widest one);
     the others hold two chunk buffers, and drawn weights as the kernels keep them: all layers'
     when there are several chunks and they fit :data:`WEIGHT_CACHE_BYTES`, else two rotating
-    buffers of the largest.  Matrices of schemes built in NumPy count in full.
+    buffers of the largest.  Matrices of schemes built in NumPy count in full, and so do the
+    histograms' counters (a lot of memory only for millions of bins).
     """
     item = plan.dtype.itemsize
     width = max(plan.input_dim, *plan.widths)
@@ -194,8 +200,17 @@ def estimate_memory(plan: Plan, backend: str = "cpp") -> int:
     else:
         weights = 2 * max(drawn, default=0)
     weights += sum(size for size, d in zip(sizes, is_drawn, strict=True) if not d)
+    # histogram slots (bins, below, above, NaN) of 8 bytes: per thread and copy in the C++
+    # kernel, per tile of a chunk in the numba one, per layer in the reference
+    slots = (plan.bins + 3) * 8
+    if backend == "cpp":
+        hist = plan.threads * HIST_COPIES * slots
+    elif backend == "numba":
+        hist = (plan.chunk_size // TILE_ROWS + 2) * slots
+    else:
+        hist = 2 * slots
     kept = plan.n_samples * sum(plan.widths) * item if plan.keep_activations else 0
-    return buffers + weights + kept
+    return buffers + weights + hist + kept
 
 
 def make_plan(

@@ -259,6 +259,7 @@ std::vector<LayerStats> propagate(const RunSpec& spec, const InterruptCheck& che
     const int threads = spec.threads;
     std::vector<std::vector<T>> scratch(static_cast<std::size_t>(threads));
     std::vector<TileStats> tile_stats(chunk / kTileRows + 2);
+    std::vector<HistCounts> thread_hist(static_cast<std::size_t>(threads));
     std::vector<Tile> tiles;
     std::vector<DrawJob<T>> draws;
     Watch watch(check);
@@ -348,6 +349,7 @@ std::vector<LayerStats> propagate(const RunSpec& spec, const InterruptCheck& che
             hist.bounded = layer.bounded;
             hist.sat_low = layer.sat_low;
             hist.sat_high = layer.sat_high;
+            for (auto& counts : thread_hist) counts.reset(spec.bins);
             const std::size_t jobs = tiles.size() + draws.size();
             ErrorSlot errors;
 
@@ -372,7 +374,8 @@ std::vector<LayerStats> propagate(const RunSpec& spec, const InterruptCheck& che
                         std::vector<T>& post = scratch[static_cast<std::size_t>(me)];
                         post.resize(block * fan_out);
                         TileStats& ts = tile_stats[job];
-                        ts.reset(fan_out, spec.bins);
+                        ts.reset(fan_out);
+                        HistCounts& hist_counts = thread_hist[static_cast<std::size_t>(me)];
                         for (std::size_t r = 0; r < tile.stat_rows; r += block) {
                             const std::size_t count = std::min(block, tile.stat_rows - r);
                             T* h = y + (tile.stat_begin + r) * fan_out;
@@ -382,7 +385,7 @@ std::vector<LayerStats> propagate(const RunSpec& spec, const InterruptCheck& che
                                         h[i * fan_out + j] = h[i * fan_out + j] + bias[j];
                             activate(layer.activation, layer.param, h, post.data(),
                                      count * fan_out);
-                            ts.add_rows(h, post.data(), count, hist);
+                            ts.add_rows(h, post.data(), count, hist, hist_counts);
                             std::memcpy(h, post.data(), count * fan_out * sizeof(T));
                         }
                     } catch (...) {
@@ -396,6 +399,7 @@ std::vector<LayerStats> propagate(const RunSpec& spec, const InterruptCheck& che
             mark_drawn(l + 1);
 
             for (std::size_t t = 0; t < tiles.size(); ++t) stats[l].merge(tile_stats[t]);
+            for (const auto& counts : thread_hist) stats[l].merge(counts);
             if (layer.kept != nullptr) {
                 T* dst = static_cast<T*>(layer.kept) + r0 * fan_out;
                 std::memcpy(dst, y + front * fan_out, rows * fan_out * sizeof(T));

@@ -53,6 +53,32 @@ struct UnitMoments {
     }
 };
 
+/// Histogram counts: the bins, then below, above and NaN, in kCopies interleaved copies
+/// filled in turn, so that consecutive values in the same bin do not wait on each other's
+/// increment. One per thread: integer counts add up the same in any order.
+struct HistCounts {
+    static constexpr int kCopies = 8;
+    std::size_t stride = 0;  // bins + 3
+    std::vector<std::int64_t> slots;
+
+    void reset(int bins) {
+        stride = static_cast<std::size_t>(bins) + 3;
+        slots.assign(kCopies * stride, 0);
+    }
+
+    /// Counts the histogram slots idx[0 .. count).
+    void add(const std::int32_t* __restrict idx, std::size_t count) {
+        std::int64_t* __restrict h = slots.data();
+        const std::size_t s = stride;
+        std::size_t j = 0;
+        for (; j + kCopies <= count; j += kCopies) {
+#pragma GCC unroll 8
+            for (int c = 0; c < kCopies; ++c) ++h[c * s + idx[j + c]];
+        }
+        for (; j < count; ++j) ++h[idx[j]];
+    }
+};
+
 /// The statistics of one tile of rows, filled a few rows at a time while the tile is in
 /// cache. Moments are shifted sums: per column, the sums of (x - K) and (x - K)^2 where K is
 /// the tile's first row, which stays accurate because K lies within a few std of the mean.
@@ -60,37 +86,30 @@ struct TileStats {
     /// Rows accumulated per pass: per-column accumulators are loaded and stored once per
     /// block instead of once per row.
     static constexpr std::size_t kBlock = 4;
-    /// Copies of the histogram, filled in turn: consecutive values in the same bin do not
-    /// wait on each other's increment.
-    static constexpr int kCopies = 8;
 
     std::size_t width = 0;
-    int hist_stride = 0;  // bins + 3: the bins, then below, above and NaN
     std::int64_t rows = 0;
     std::vector<double> pre_shift, pre_s1, pre_s2, post_shift, post_s1, post_s2, min, max;
-    std::vector<std::int64_t> hist;  // kCopies interleaved copies, so increments rarely collide
     std::int64_t zeros = 0, saturated = 0, nonfinite = 0, pre_nonfinite = 0;
     std::vector<std::int32_t> index;  // histogram slot of each value of the current block
     std::vector<double> mean_buf, m2_buf;
 
-    void reset(std::size_t w, int bins) {
+    void reset(std::size_t w) {
         width = w;
-        hist_stride = bins + 3;
         rows = 0;
         for (auto* v : {&pre_shift, &pre_s1, &pre_s2, &post_shift, &post_s1, &post_s2})
             v->assign(w, 0.0);
         min.assign(w, std::numeric_limits<double>::infinity());
         max.assign(w, -std::numeric_limits<double>::infinity());
-        hist.assign(kCopies * static_cast<std::size_t>(hist_stride), 0);
         zeros = saturated = nonfinite = pre_nonfinite = 0;
         index.assign(kBlock * w, 0);
     }
 
     /// Accumulates `count` <= kBlock consecutive rows (row stride = width): `pre` (H) and
-    /// `post` (the activation of H).
+    /// `post` (the activation of H), whose histogram goes to `hist`.
     template <class T>
     void add_rows(const T* __restrict pre, const T* __restrict post, std::size_t count,
-                  const HistSpec& spec) {
+                  const HistSpec& spec, HistCounts& hist) {
         const std::size_t w = width;
         if (rows == 0) {
             for (std::size_t j = 0; j < w; ++j) {
@@ -118,7 +137,8 @@ struct TileStats {
         saturated += counts.saturated;
         nonfinite += counts.nonfinite;
         pre_nonfinite += counts.pre_nonfinite;
-        histogram(post, count * w, spec);
+        bin_kernel(count * w, post, index.data(), spec.low, spec.high, spec.scale, spec.bins);
+        hist.add(index.data(), count * w);
     }
 
     /// The tile's per-column means and M2 (into mean_buf, m2_buf).
@@ -192,20 +212,6 @@ private:
         return {z, sat, nf, pre_nf};
     }
 
-    template <class T>
-    void histogram(const T* post, std::size_t count, const HistSpec& spec) {
-        bin_kernel(count, post, index.data(), spec.low, spec.high, spec.scale, spec.bins);
-        std::int64_t* __restrict h = hist.data();
-        const std::int32_t* __restrict idx = index.data();
-        const std::size_t s = static_cast<std::size_t>(hist_stride);
-        std::size_t j = 0;
-        for (; j + kCopies <= count; j += kCopies) {
-#pragma GCC unroll 8
-            for (int c = 0; c < kCopies; ++c) ++h[c * s + idx[j + c]];
-        }
-        for (; j < count; ++j) ++h[idx[j]];
-    }
-
     /// Histogram slot of each value: its bin, or bins (below), bins + 1 (above), bins + 2 (NaN).
     template <class T>
     static void bin_kernel(std::size_t n, const T* __restrict post, std::int32_t* __restrict idx,
@@ -248,18 +254,20 @@ struct LayerStats {
             min = tile.min[j] < min ? tile.min[j] : min;
             max = tile.max[j] > max ? tile.max[j] : max;
         }
-        const std::size_t bins = hist.size();
-        const std::size_t s = static_cast<std::size_t>(tile.hist_stride);
-        for (int copy = 0; copy < TileStats::kCopies; ++copy) {
-            const std::int64_t* h = tile.hist.data() + copy * s;
-            for (std::size_t b = 0; b < bins; ++b) hist[b] += h[b];
-            below += h[bins];
-            above += h[bins + 1];
-        }
         zeros += tile.zeros;
         saturated += tile.saturated;
         nonfinite += tile.nonfinite;
         pre_nonfinite += tile.pre_nonfinite;
+    }
+
+    void merge(const HistCounts& counts) {
+        const std::size_t bins = hist.size();
+        for (int copy = 0; copy < HistCounts::kCopies; ++copy) {
+            const std::int64_t* h = counts.slots.data() + copy * counts.stride;
+            for (std::size_t b = 0; b < bins; ++b) hist[b] += h[b];
+            below += h[bins];
+            above += h[bins + 1];
+        }
     }
 
     /// min and max over finite values; NaN where there were none.

@@ -47,7 +47,7 @@ from numba.extending import intrinsic, overload
 
 from .. import random as _random
 from ..activations import ACTIVATIONS
-from ..plan import WEIGHT_CACHE_BYTES, Plan
+from ..plan import TILE_ROWS, WEIGHT_CACHE_BYTES, Plan
 from ..result import RawStats
 from ._jit_random import (
     _LOG_C64,
@@ -601,9 +601,6 @@ def activate(activation, x: np.ndarray) -> np.ndarray:
 #: GEMM calls start and end on multiples of 48 samples (zero rows pad the buffer), so every
 #: sample meets OpenBLAS's register blocks at the same place whatever the chunk.
 ROW_ALIGN = 48
-#: Tiles are fixed runs of 240 samples, a multiple of ROW_ALIGN: large enough for the GEMM
-#: to run near its peak, small enough to stay in cache and to balance threads.
-TILE_ROWS = 240
 
 # slots of the per-tile and per-layer counters
 _ROWS, _BELOW, _ABOVE, _ZEROS, _SATURATED, _NONFINITE, _PRE_NONFINITE = range(7)
