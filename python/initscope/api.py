@@ -82,7 +82,8 @@ def propagate(
         Threads to use (default: the CPUs this process may run on).  Results are
         bit-identical for any number of threads.
     chunk_size
-        Samples held in memory at once (default: as many as fit in about 128 MB).
+        Samples held in memory at once (default: as many as fit in about 128 MB, but at
+        least min(widest layer, 4096): weights too large to keep are drawn again per chunk).
     keep_activations
         Keep every layer's post-activation array in ``result.activations``.
     max_memory
