@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -148,40 +149,62 @@ public:
 
     int size() const { return static_cast<int>(workers_.size()) + 1; }
 
-    /// Runs body(thread) on every thread of the team and returns when all have finished.
-    /// The body must not throw (catch into an ErrorSlot).
+    /// Runs body(0) on the calling thread and body(i) on each worker i that starts before
+    /// body(0) has returned; returns when the started ones have finished. A worker the
+    /// scheduler has not run by then (a loaded machine) is not waited for: bodies share their
+    /// work through a JobCounter, so once body(0) returns every job is taken. The body must
+    /// not throw (catch into an ErrorSlot).
     void run(const std::function<void(int)>& body) {
         if (workers_.empty()) {
             body(0);
             return;
         }
-        pending_.store(workers_.size(), std::memory_order_relaxed);
-        left_.store(0, std::memory_order_relaxed);
+        // Shared with the workers' tasks: one that wakes after run() has returned finds its
+        // claim cancelled, and touches nothing but the step it keeps alive.
+        auto step = std::make_shared<Step>(workers_.size(), body);
         for (std::size_t i = 0; i < workers_.size(); ++i) {
-            workers_[i]->start([this, &body, i] {
-                body(static_cast<int>(i) + 1);
-                {
-                    std::lock_guard<std::mutex> lock(mutex_);  // pairs with the wait below
-                    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) done_.notify_one();
-                }
-                left_.fetch_add(1, std::memory_order_release);  // its last touch of the team
+            workers_[i]->start([step, i] {
+                int posted = kPosted;
+                if (!step->claims[i].compare_exchange_strong(posted, kRunning,
+                                                             std::memory_order_acq_rel))
+                    return;  // cancelled
+                step->body(static_cast<int>(i) + 1);
+                std::lock_guard<std::mutex> lock(step->mutex);  // pairs with the wait below
+                step->claims[i].store(kFinished, std::memory_order_release);
+                step->done.notify_one();
             });
         }
         body(0);
-        auto finished = [this] { return pending_.load(std::memory_order_acquire) == 0; };
-        if (!spin_until(finished)) {
-            std::unique_lock<std::mutex> lock(mutex_);
-            done_.wait(lock, finished);
+        for (auto& claim : step->claims) {
+            int posted = kPosted;
+            claim.compare_exchange_strong(posted, kCancelled, std::memory_order_acq_rel);
         }
-        // Workers may still be leaving the team's mutex: wait until they no longer touch it.
-        while (left_.load(std::memory_order_acquire) != workers_.size()) std::this_thread::yield();
+        auto finished = [&step] {
+            for (const auto& claim : step->claims)
+                if (claim.load(std::memory_order_acquire) == kRunning) return false;
+            return true;
+        };
+        if (!spin_until(finished)) {
+            std::unique_lock<std::mutex> lock(step->mutex);
+            step->done.wait(lock, finished);
+        }
     }
 
 private:
+    enum : int { kPosted, kRunning, kFinished, kCancelled };
+
+    struct Step {
+        Step(std::size_t workers, const std::function<void(int)>& body_)
+            : body(body_), claims(workers) {
+            for (auto& claim : claims) claim.store(kPosted, std::memory_order_relaxed);
+        }
+        const std::function<void(int)>& body;  // used only by a worker whose claim is running
+        std::vector<std::atomic<int>> claims;
+        std::mutex mutex;
+        std::condition_variable done;
+    };
+
     std::vector<Worker*> workers_;
-    std::mutex mutex_;
-    std::condition_variable done_;
-    std::atomic<std::size_t> pending_{0}, left_{0};
 };
 
 /// Hands out job indices 0, 1, ... to the threads of a step, in order (dynamic scheduling).
