@@ -26,6 +26,9 @@ __all__ = ["Layer", "Plan", "estimate_memory", "make_plan"]
 #: activation buffers of a chunk take about this many bytes.
 CHUNK_BYTES = 128 * 2**20
 
+#: More bins than the C++ kernel's int histogram slots (bins plus below, above, NaN) hold.
+MAX_BINS = 2**31 - 4
+
 
 @dataclass(frozen=True)
 class Layer:
@@ -211,6 +214,8 @@ def make_plan(
     if dim is None:
         dim = sizes[0]
     bins_ = _positive_int(bins, "bins")
+    if bins_ > MAX_BINS:
+        raise ValueError(f"bins must be at most 2**31 - 4, got {bins_}")
     try:
         low, high = hist_range
     except (TypeError, ValueError):
