@@ -170,7 +170,11 @@ Buffer<T> buffer(std::size_t count) {
     const std::size_t bytes = std::max<std::size_t>(count * sizeof(T), sizeof(T));
     void* p = nullptr;
     if (bytes >= huge) {
+#if defined(__SANITIZE_ADDRESS__)
+        const std::size_t rounded = bytes;  // not rounded up, so that ASan sees any overrun
+#else
         const std::size_t rounded = (bytes + huge - 1) / huge * huge;
+#endif
         if (posix_memalign(&p, huge, rounded) == 0) {
 #if defined(MADV_HUGEPAGE)
             madvise(p, rounded, MADV_HUGEPAGE);  // a hint: ignored where unsupported
