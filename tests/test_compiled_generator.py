@@ -52,6 +52,9 @@ CASES = [
     # block counters crossing 2**32 (the counter's high word)
     (99, spec.WEIGHTS, 4, 4 * 2**32 - 517, 1103),
     (99, spec.WEIGHTS, 4, 2 * 2**32 - 3, 9),
+    # the last elements of a stream: start + count is 2**64, or beyond (blocks still fit)
+    (5, spec.BIASES, 6, 2**64 - 517, 517),
+    (5, spec.BIASES, 6, 2**64 - 3, 300),
 ]
 
 

@@ -55,6 +55,7 @@ CASES = [
     ({"dtype": "int64"}, ValueError, "dtype"),
     ({"bins": 0}, ValueError, "bins"),
     ({"bins": -1}, ValueError, "bins"),
+    ({"bins": 2**31 - 3}, ValueError, r"bins must be at most 2\*\*31 - 4"),
     ({"hist_range": (1.0, 1.0)}, ValueError, "hist_range must have low < high"),
     ({"hist_range": (2.0, -1.0)}, ValueError, "hist_range"),
     ({"hist_range": (0.0, np.nan)}, ValueError, r"hist_range\[1\]"),
@@ -78,6 +79,27 @@ def test_bad_argument(backend, kwargs, error, match):
     args = {"widths": [10_000, 10_000], **HUGE, "backend": backend, **kwargs}
     with pytest.raises(error, match=match):
         initscope.propagate(args.pop("widths"), **args)
+
+
+def test_the_kernel_checks_bins_itself():
+    """initscope._core is callable without make_plan's checks: its own keeps the histogram's
+    int slots (bins + 3) from overflowing."""
+    from initscope.backends import compiled
+    from initscope.plan import make_plan
+
+    try:
+        core = compiled._load()
+    except ImportError as exc:
+        pytest.skip(f"initscope._core unavailable: {exc}")
+    plan = make_plan([3], n_samples=4)
+    args = {
+        "n_samples": 4, "input_dim": 3, "seed": 0, "dtype": "float64", "inputs": None,
+        "layers": compiled._layer_args(plan), "hist_low": -1.0, "hist_high": 1.0,
+        "threads": 1, "chunk_size": 4, "keep_activations": False,
+    }  # fmt: skip
+    assert core.propagate(bins=30, **args)["hist"].shape == (1, 30)
+    with pytest.raises(ValueError, match=r"bins must be in \[1, 2\*\*31 - 3\)"):
+        core.propagate(bins=2**31 - 3, **args)
 
 
 INIT_CASES = [

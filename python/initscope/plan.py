@@ -37,6 +37,9 @@ HIST_COPIES = 8
 #: bytes (else two buffers rotate and each chunk draws them again).
 WEIGHT_CACHE_BYTES = 128 * 2**20
 
+#: More bins than the C++ kernel's int histogram slots (bins plus below, above, NaN) hold.
+MAX_BINS = 2**31 - 4
+
 
 @dataclass(frozen=True)
 class Layer:
@@ -245,6 +248,8 @@ def make_plan(
     if dim is None:
         dim = sizes[0]
     bins_ = _positive_int(bins, "bins")
+    if bins_ > MAX_BINS:
+        raise ValueError(f"bins must be at most 2**31 - 4, got {bins_}")
     try:
         low, high = hist_range
     except (TypeError, ValueError):

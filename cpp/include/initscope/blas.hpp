@@ -6,20 +6,55 @@
 
 #include <cblas.h>
 
+#include <cstddef>
 #include <mutex>
 #include <string>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
+
 namespace initscope {
+
+namespace detail {
+#if defined(__SANITIZE_ADDRESS__)
+/// Under AddressSanitizer, a check that a row-major rows x cols matrix (leading dimension ld)
+/// lies in addressable memory: OpenBLAS is not instrumented, so ASan does not see its reads
+/// and writes. The first bad byte is read here, for ASan to report it as usual.
+template <class T>
+inline void check_matrix(const T* p, int rows, int cols, int ld) {
+    if (rows <= 0 || cols <= 0) return;
+    const std::size_t bytes = (static_cast<std::size_t>(rows - 1) * static_cast<std::size_t>(ld) +
+                               static_cast<std::size_t>(cols)) *
+                              sizeof(T);
+    if (void* bad = __asan_region_is_poisoned(const_cast<T*>(p), bytes))
+        static_cast<void>(*static_cast<volatile const char*>(bad));
+}
+#else
+template <class T>
+inline void check_matrix(const T*, int, int, int) {}
+#endif
+
+template <class T>
+inline void check_gemm(int m, int n, int k, const T* a, int lda, const T* b, int ldb, T* c,
+                       int ldc) {
+    check_matrix(a, m, k, lda);
+    check_matrix(b, k, n, ldb);
+    check_matrix(c, m, n, ldc);
+}
+}  // namespace detail
 
 /// Row-major C (m x n, ldc) = A (m x k, lda) * B (k x n, ldb).
 inline void gemm(int m, int n, int k, const double* a, int lda, const double* b, int ldb, double* c,
                  int ldc) {
+    detail::check_gemm(m, n, k, a, lda, b, ldb, c, ldc);
     scipy_cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0, a, lda, b, ldb, 0.0,
                       c, ldc);
 }
 
 inline void gemm(int m, int n, int k, const float* a, int lda, const float* b, int ldb, float* c,
                  int ldc) {
+    detail::check_gemm(m, n, k, a, lda, b, ldb, c, ldc);
     scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a, lda, b, ldb,
                       0.0f, c, ldc);
 }

@@ -238,24 +238,24 @@ void generate(Draw kind, std::uint64_t seed, std::uint32_t stream, std::uint32_t
     constexpr std::uint64_t batch_elems = detail::kBatch * per_block;
     const PhiloxKey key = philox_key(seed);
     alignas(64) T values[batch_elems];
-    const std::uint64_t end = start + count;
+    // Counts elements written, not up to start + count: that wraps at the end of the stream.
     std::uint64_t block = start / per_block;
-    while (block * per_block < end) {
+    std::size_t skip = static_cast<std::size_t>(start % per_block);  // in the first batch
+    for (std::size_t done = 0; done < count;) {
         if (kind == Draw::normal)
             detail::batch_values<Draw::normal>(key, stream, layer, block, values);
         else
             detail::batch_values<Draw::uniform>(key, stream, layer, block, values);
-        const std::uint64_t first = block * per_block;
-        const std::uint64_t lo = std::max(first, start);
-        const std::uint64_t hi = std::min(first + batch_elems, end);
-        const T* src = values + (lo - first);
-        T* dst = out + (lo - start);
-        const std::size_t n = static_cast<std::size_t>(hi - lo);
+        const T* src = values + skip;
+        T* dst = out + done;
+        const std::size_t n = std::min<std::size_t>(batch_elems - skip, count - done);
         if (affine) {
             for (std::size_t i = 0; i < n; ++i) dst[i] = src[i] * scale + shift;
         } else {
             std::memcpy(dst, src, n * sizeof(T));
         }
+        done += n;
+        skip = 0;
         block += detail::kBatch;
     }
 }

@@ -89,7 +89,8 @@ inline void check_spec(const RunSpec& spec) {
     require(spec.n_samples > 0, "n_samples must be positive");
     require(spec.input_dim > 0, "input_dim must be positive");
     require(!spec.layers.empty(), "the network needs at least one layer");
-    require(spec.bins > 0, "bins must be positive");
+    // The histogram's slots are ints up to bins + 3 (stats.hpp): no overflow below 2**31 - 3.
+    require(spec.bins > 0 && spec.bins < 0x7fffffff - 2, "bins must be in [1, 2**31 - 3)");
     require(spec.hist_low < spec.hist_high, "hist_range must have low < high");
     require(spec.threads > 0, "threads must be positive");
     require(spec.chunk_size > 0, "chunk_size must be positive");
@@ -169,7 +170,11 @@ Buffer<T> buffer(std::size_t count) {
     const std::size_t bytes = std::max<std::size_t>(count * sizeof(T), sizeof(T));
     void* p = nullptr;
     if (bytes >= huge) {
+#if defined(__SANITIZE_ADDRESS__)
+        const std::size_t rounded = bytes;  // not rounded up, so that ASan sees any overrun
+#else
         const std::size_t rounded = (bytes + huge - 1) / huge * huge;
+#endif
         if (posix_memalign(&p, huge, rounded) == 0) {
 #if defined(MADV_HUGEPAGE)
             madvise(p, rounded, MADV_HUGEPAGE);  // a hint: ignored where unsupported
