@@ -177,7 +177,7 @@ def _seed_runner(shape: Shape, dtype: str) -> Runner:
         np.random.seed(seed % 2**32)  # noqa: NPY002 - the seed's legacy global generator
         hidden_layer_sizes = [w] * depth
         inputs = np.random.randn(n, hidden_layer_sizes[0])  # noqa: NPY002
-        hidden_layer_acts = {}
+        hidden_layer_acts: dict[int, np.ndarray] = {}
         for i in range(len(hidden_layer_sizes)):
             X = inputs if i == 0 else hidden_layer_acts[i - 1]
             W = xavier_init(X.shape[1], hidden_layer_sizes[i])
@@ -735,8 +735,12 @@ def _fmt_mb(entry: dict[str, Any] | None) -> str:
 
 def _best_numpy_time(config: Config) -> tuple[str, float] | None:
     """The faster of the two best-NumPy variants (the multithreaded generator included)."""
-    timed = [(k, config.median(k)) for k in ("best", "best_mt") if config.median(k)]
-    return min(timed, key=lambda item: item[1]) if timed else None  # type: ignore[return-value]
+    timed: list[tuple[str, float]] = []
+    for kind in ("best", "best_mt"):
+        median = config.median(kind)
+        if median:
+            timed.append((kind, median))
+    return min(timed, key=lambda item: item[1]) if timed else None
 
 
 def targets(configs: list[Config], contenders: list[str], memory: dict[str, Any]) -> list[dict]:
@@ -1084,9 +1088,7 @@ def _config_json(config: Config, contenders: list[str]) -> dict[str, Any]:
             "gflops": flops(config.shape) / t / 1e9 if t else None,
             "fraction_of_gemm": gemm / t if gemm and t else None,
             "speedup_of": {
-                b: t / config.median(f"initscope:{b}")
-                for b in contenders
-                if t and config.median(f"initscope:{b}")
+                b: t / other for b in contenders if t and (other := config.median(f"initscope:{b}"))
             },
             "check": config.checks.get(kind),
             "memory": config.memory.get(kind),
@@ -1118,8 +1120,7 @@ def _parse_shapes(text: str) -> list[Shape]:
 def _parse_list(choices: Sequence[str] | None) -> Callable[[str], list[str]]:
     def parse(text: str) -> list[str]:
         items = [item.strip() for item in text.split(",") if item.strip()]
-        bad = [item for item in items if choices is not None and item not in choices]
-        if bad:
+        if choices is not None and (bad := [item for item in items if item not in choices]):
             raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {', '.join(choices)}")
         return items
 

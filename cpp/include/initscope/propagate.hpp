@@ -207,6 +207,7 @@ std::vector<LayerStats> propagate(const RunSpec& spec, const InterruptCheck& che
 
     // Two activation buffers of a chunk, with room for the alignment padding before and after.
     const std::size_t buffer_rows = chunk + 2 * kRowAlign;
+    require(buffer_rows <= SIZE_MAX / sizeof(T) / width, "chunk_size * width is too large");
     auto x_buffer = buffer<T>(buffer_rows * width);
     auto y_buffer = buffer<T>(buffer_rows * width);
 
