@@ -115,7 +115,9 @@ def test_memory_guard_names_what_to_change(backend):
 
 LONG_RUN = textwrap.dedent(
     """
-    import sys, initscope
+    import signal, sys, initscope
+    # a shell that starts jobs in the background leaves SIGINT ignored: Python's handler back
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     print("start", flush=True)
     initscope.propagate([1024] * 8, n_samples=10**7, backend=sys.argv[1], chunk_size=4096)
     print("finished", flush=True)
@@ -146,10 +148,12 @@ def test_ctrl_c_stops_a_long_run(backend):
     assert elapsed < 3.0, f"took {elapsed:.2f} s to stop"
 
 
-def test_interrupt_leaves_nothing_running(backend):
+def test_interrupt_leaves_nothing_running(backend, request):
     if backend == "numpy":
         pytest.skip("checked between layers only")
     psutil = pytest.importorskip("psutil")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # even if inherited
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))  # as ignored
     proc = psutil.Process()
     initscope.propagate([64], n_samples=10, backend=backend)  # warm up: load, JIT
     threads_before = threading.active_count()
