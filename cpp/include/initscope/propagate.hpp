@@ -89,7 +89,7 @@ inline void check_spec(const RunSpec& spec) {
     require(spec.n_samples > 0, "n_samples must be positive");
     require(spec.input_dim > 0, "input_dim must be positive");
     require(!spec.layers.empty(), "the network needs at least one layer");
-    // The histogram's slots are ints up to bins + 3 (stats.hpp): no overflow below 2**31 - 3.
+    // Histogram slot indices are int32, up to bins + 2 (stats.hpp, bin_kernel).
     require(spec.bins > 0 && spec.bins < 0x7fffffff - 2, "bins must be in [1, 2**31 - 3)");
     require(spec.hist_low < spec.hist_high, "hist_range must have low < high");
     require(spec.threads > 0, "threads must be positive");
