@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import initscope
-from compare import COUNTS, MOMENTS, assert_matches
+import invariance
+from compare import assert_matches
 from initscope.activations import ACTIVATIONS
 
 
@@ -60,25 +61,24 @@ def test_user_inputs_and_matrix_schemes(fast_backend):
     assert_matches(result, reference)
 
 
-def test_bit_identical_for_any_thread_count(fast_backend):
-    kwargs = dict(n_samples=3000, chunk_size=1000, bias=0.2, backend=fast_backend)
-    runs = [initscope.propagate([300, 200, 300], threads=t, **kwargs) for t in (1, 2, 3, 8)]
-    for other in runs[1:]:
-        for name in (*MOMENTS, *COUNTS, "hist", "zero_fraction"):
-            np.testing.assert_array_equal(getattr(other, name), getattr(runs[0], name), name)
+@pytest.mark.parametrize("case", invariance.CASES[1:3])
+def test_bit_identical_for_any_chunk_and_thread_count(fast_backend, case):
+    invariance.assert_identical(invariance.results_for_every_split(fast_backend, case))
 
 
 @given(
     widths=st.lists(st.integers(1, 70), min_size=1, max_size=4),
-    n_samples=st.integers(1, 400),
-    chunk=st.integers(1, 400),
+    n_samples=st.integers(1, 800),
+    chunk=st.integers(1, 800),
+    threads=st.integers(1, 3),
     activation=st.sampled_from(ACTIVATIONS),
     dtype=st.sampled_from(["float64", "float32"]),
     seed=st.integers(0, 2**64 - 1),
 )
 def test_merged_chunk_statistics_equal_the_whole(
-    fast_backend, widths, n_samples, chunk, activation, dtype, seed
+    fast_backend, widths, n_samples, chunk, threads, activation, dtype, seed
 ):
+    """Chunks hold whole tiles, so merging them gives the whole run's numbers bit for bit."""
     kwargs = dict(
         n_samples=n_samples,
         activation=activation,
@@ -87,14 +87,9 @@ def test_merged_chunk_statistics_equal_the_whole(
         backend=fast_backend,
         init="glorot_normal",
     )
-    whole = initscope.propagate(widths, chunk_size=n_samples, **kwargs)
-    chunked = initscope.propagate(widths, chunk_size=chunk, **kwargs)
-    for name in MOMENTS:
-        np.testing.assert_allclose(
-            getattr(chunked, name), getattr(whole, name), rtol=1e-9, atol=1e-12, err_msg=name
-        )
-    for name in (*COUNTS, "hist"):
-        np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name), name)
+    whole = initscope.propagate(widths, chunk_size=n_samples, threads=1, **kwargs)
+    chunked = initscope.propagate(widths, chunk_size=chunk, threads=threads, **kwargs)
+    invariance.assert_identical([whole, chunked])
     reference = initscope.propagate(widths, backend="numpy", **{
         k: v for k, v in kwargs.items() if k != "backend"})  # fmt: skip
     assert_matches(whole, reference, dtype)

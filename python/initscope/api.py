@@ -99,7 +99,7 @@ def propagate(
     plan = make_plan(
         widths,
         init=init,
-        activation_=activation,
+        activation=activation,
         n_samples=n_samples,
         input_dim=input_dim,
         inputs=inputs,

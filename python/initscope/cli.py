@@ -1,8 +1,8 @@
 """The ``initscope`` command line.
 
 ``initscope run --widths 500x10 --init xavier --activation tanh --samples 1000`` prints the
-classic per-layer table; ``--json`` prints the whole result.  ``initscope bench`` runs the
-benchmark suite.
+classic per-layer table; ``--json`` prints the whole result.  The benchmark suite is not part
+of the package: it lives in the source checkout, as ``python bench/run.py``.
 """
 
 from __future__ import annotations
@@ -52,12 +52,6 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(args: argparse.Namespace, rest: list[str]) -> int:
-    from .benchmark import main as bench_main
-
-    return bench_main(rest)
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="initscope", description="Weight-initialization experiments on deep networks."
@@ -75,17 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", default="auto", choices=["auto", "cpp", "numba", "numpy"])
     run.add_argument("--threads", type=int, default=None)
     run.add_argument("--json", action="store_true", help="print the whole result as JSON")
-    sub.add_parser(
-        "bench", help="run the benchmark suite (see initscope bench --help)", add_help=False
-    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``initscope`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:
-        return _bench(argparse.Namespace(), argv[1:])
     args = _parser().parse_args(argv)
     try:
         return _run(args)

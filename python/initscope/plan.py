@@ -8,7 +8,6 @@ before any heavy work, so every backend raises the same errors.
 from __future__ import annotations
 
 import numbers
-import operator
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -17,7 +16,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .activations import Activation, activation
+from ._checks import float_dtype, positive_int, real
+from .activations import Activation
+from .activations import activation as resolve_activation
 from .schemes import Distribution, Scheme, scheme
 
 __all__ = ["Layer", "Plan", "estimate_memory", "make_plan"]
@@ -28,14 +29,12 @@ CHUNK_BYTES = 128 * 2**20
 #: ...but never fewer than min(widest layer, this) rows: weights too large to keep are drawn
 #: again for every chunk, at a cost of about 90 / rows of the chunk's GEMM time.
 CHUNK_MIN_ROWS = 4096
-#: Tiles of the compiled backends: fixed runs of this many samples (a multiple of the 48-row
-#: alignment of their GEMM calls).
+#: Samples ``[t * TILE_ROWS, (t + 1) * TILE_ROWS)`` are tile ``t`` of the compiled backends,
+#: one GEMM call each, and chunks hold whole tiles: every GEMM call's shape then depends on
+#: the number of samples alone, never on the chunk or the threads, so every BLAS kernel
+#: computes each sample alike.  The C++ header (``propagate.hpp``, ``_core.TILE_ROWS``) is
+#: the source of this number; it is repeated here for machines without the extension.
 TILE_ROWS = 240
-#: The C++ kernel's histogram: this many interleaved copies of the bins per thread.
-HIST_COPIES = 8
-#: The compiled backends keep drawn weights across chunks while they take at most this many
-#: bytes (else two buffers rotate and each chunk draws them again).
-WEIGHT_CACHE_BYTES = 128 * 2**20
 
 #: More bins than the C++ kernel's int histogram slots (bins plus below, above, NaN) hold.
 MAX_BINS = 2**31 - 4
@@ -90,14 +89,23 @@ class Plan:
         )
         return replace(self, layers=layers)
 
+    def weight_bytes(self, cache_bytes: int) -> int:
+        """Bytes of weights as a chunked kernel keeps them: drawn weights of every layer when
+        there are several chunks and they take at most ``cache_bytes``, else two rotating
+        buffers of the largest; matrices of schemes built in NumPy always in full."""
+        item = self.dtype.itemsize
+        sizes = [(layer.fan_in * layer.fan_out * item, layer) for layer in self.layers]
+        drawn = [size for size, layer in sizes if layer.distribution is not None]
+        built = [size for size, layer in sizes if layer.distribution is None]
+        chunks = -(-self.n_samples // self.chunk_size)
+        kept_drawn = chunks > 1 and sum(drawn) <= cache_bytes
+        return (sum(drawn) if kept_drawn else 2 * max(drawn, default=0)) + sum(built)
 
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    value = operator.index(value)
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return value
+    def kept_bytes(self) -> int:
+        """Bytes of the activations ``keep_activations`` returns (0 without it)."""
+        if not self.keep_activations:
+            return 0
+        return self.n_samples * sum(self.widths) * self.dtype.itemsize
 
 
 def _widths(widths: Any) -> tuple[int, ...]:
@@ -105,7 +113,7 @@ def _widths(widths: Any) -> tuple[int, ...]:
         raise TypeError(f"widths must be a sequence of layer sizes, got {widths!r}")
     if len(widths) == 0:
         raise ValueError("widths must name at least one layer, got an empty sequence")
-    return tuple(_positive_int(w, f"widths[{i}]") for i, w in enumerate(widths))
+    return tuple(positive_int(w, f"widths[{i}]") for i, w in enumerate(widths))
 
 
 def _per_layer(value: Any, depth: int, name: str) -> list[Any]:
@@ -117,25 +125,6 @@ def _per_layer(value: Any, depth: int, name: str) -> list[Any]:
     return [value] * depth
 
 
-def _dtype(dtype: Any) -> np.dtype:
-    try:
-        resolved = np.dtype(dtype)
-    except TypeError:
-        resolved = None
-    if resolved not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    return resolved
-
-
-def _real(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not np.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
-
-
 def _threads(threads: Any) -> int:
     if threads is None:
         return (
@@ -143,7 +132,7 @@ def _threads(threads: Any) -> int:
             if hasattr(os, "sched_getaffinity")
             else (os.cpu_count() or 1)
         )
-    return _positive_int(threads, "threads")
+    return positive_int(threads, "threads")
 
 
 def _seed(seed: Any) -> int:
@@ -172,55 +161,32 @@ def default_chunk(n_samples: int, widths: Sequence[int], itemsize: int) -> int:
 
     A slice has at least ``min(max(widths), CHUNK_MIN_ROWS)`` rows, so that redrawing the
     weights for each slice stays a few % of its GEMM, while the two chunk buffers take no
-    more memory than the two weight buffers a wide network needs anyway.
+    more memory than the two weight buffers a wide network needs anyway; it holds whole
+    tiles (:data:`TILE_ROWS`).
     """
     width = max(widths)
-    rows = max(CHUNK_BYTES // (2 * width * itemsize), min(width, CHUNK_MIN_ROWS), 256)
-    return max(1, min(n_samples, rows))
+    rows = max(CHUNK_BYTES // (2 * width * itemsize), min(width, CHUNK_MIN_ROWS), TILE_ROWS)
+    return whole_tiles(rows, n_samples)
+
+
+def whole_tiles(rows: int, n_samples: int) -> int:
+    """``rows`` rounded up to whole tiles, at most ``n_samples``: the chunk a run uses."""
+    return min(n_samples, -(-rows // TILE_ROWS) * TILE_ROWS)
 
 
 def estimate_memory(plan: Plan, backend: str = "cpp") -> int:
-    """Bytes a run needs beyond the interpreter: buffers, weights, kept activations.
+    """Bytes a run of ``plan`` on ``backend`` needs beyond the interpreter: buffers, weights,
+    histograms and kept activations, as that backend holds them (its ``estimate_memory``)."""
+    from .backends import get_backend
 
-    The reference backend holds whole layers (about six float64 copies of the widest one);
-    the others hold two chunk buffers, and drawn weights as the kernels keep them: all layers'
-    when there are several chunks and they fit :data:`WEIGHT_CACHE_BYTES`, else two rotating
-    buffers of the largest.  Matrices of schemes built in NumPy count in full, and so do the
-    histograms' counters (a lot of memory only for millions of bins).
-    """
-    item = plan.dtype.itemsize
-    width = max(plan.input_dim, *plan.widths)
-    if backend == "numpy":
-        buffers = 6 * plan.n_samples * width * 8
-    else:
-        buffers = 2 * plan.chunk_size * width * item
-    sizes = [layer.fan_in * layer.fan_out * item for layer in plan.layers]
-    is_drawn = [layer.distribution is not None for layer in plan.layers]
-    drawn = [size for size, d in zip(sizes, is_drawn, strict=True) if d]
-    chunks = -(-plan.n_samples // plan.chunk_size)
-    if backend != "numpy" and chunks > 1 and sum(drawn) <= WEIGHT_CACHE_BYTES:
-        weights = sum(drawn)
-    else:
-        weights = 2 * max(drawn, default=0)
-    weights += sum(size for size, d in zip(sizes, is_drawn, strict=True) if not d)
-    # histogram slots (bins, below, above, NaN) of 8 bytes: per thread and copy in the C++
-    # kernel, per tile of a chunk in the numba one, per layer in the reference
-    slots = (plan.bins + 3) * 8
-    if backend == "cpp":
-        hist = plan.threads * HIST_COPIES * slots
-    elif backend == "numba":
-        hist = (plan.chunk_size // TILE_ROWS + 2) * slots
-    else:
-        hist = 2 * slots
-    kept = plan.n_samples * sum(plan.widths) * item if plan.keep_activations else 0
-    return buffers + weights + hist + kept
+    return int(get_backend(backend)[1].estimate_memory(plan))
 
 
 def make_plan(
     widths: Any,
     *,
     init: Any = "xavier",
-    activation_: Any = "tanh",
+    activation: Any = "tanh",
     n_samples: Any = 1000,
     input_dim: Any = None,
     inputs: Any = None,
@@ -234,44 +200,48 @@ def make_plan(
     keep_activations: bool = False,
     build_weights: bool = True,
 ) -> Plan:
-    """Check every argument and resolve schemes and activations into a :class:`Plan`."""
+    """Check every argument and resolve schemes and activations into a :class:`Plan`.
+
+    The arguments are :func:`initscope.propagate`'s; ``build_weights=False`` leaves the
+    matrices of schemes built in NumPy to :meth:`Plan.with_weights`, after the memory check.
+    """
     sizes = _widths(widths)
     depth = len(sizes)
-    dtype_ = _dtype(dtype)
-    seed_ = _seed(seed)
-    n = _positive_int(n_samples, "n_samples")
-    dim = None if input_dim is None else _positive_int(input_dim, "input_dim")
+    run_dtype = float_dtype(dtype)
+    run_seed = _seed(seed)
+    n = positive_int(n_samples, "n_samples")
+    dim = None if input_dim is None else positive_int(input_dim, "input_dim")
     data = None
     if inputs is not None:
-        data = _inputs(inputs, dim, dtype_)
+        data = _inputs(inputs, dim, run_dtype)
         n, dim = data.shape
     if dim is None:
         dim = sizes[0]
-    bins_ = _positive_int(bins, "bins")
-    if bins_ > MAX_BINS:
-        raise ValueError(f"bins must be at most 2**31 - 4, got {bins_}")
+    n_bins = positive_int(bins, "bins")
+    if n_bins > MAX_BINS:
+        raise ValueError(f"bins must be at most 2**31 - 4, got {n_bins}")
     try:
         low, high = hist_range
     except (TypeError, ValueError):
         raise TypeError(f"hist_range must be a pair (low, high), got {hist_range!r}") from None
-    low, high = _real(low, "hist_range[0]"), _real(high, "hist_range[1]")
+    low, high = real(low, "hist_range[0]"), real(high, "hist_range[1]")
     if not low < high:
         raise ValueError(f"hist_range must have low < high, got ({low}, {high})")
-    threads_ = _threads(threads)
+    n_threads = _threads(threads)
     acts = [
-        activation(a) if not isinstance(a, tuple) else activation(*a)
-        for a in _per_layer(activation_, depth, "activation")
+        resolve_activation(*a) if isinstance(a, tuple) else resolve_activation(a)
+        for a in _per_layer(activation, depth, "activation")
     ]
     inits = _per_layer(init, depth, "init")
     schemes = [scheme(s) for s in inits]
-    biases = [_real(b, "bias") for b in _per_layer(bias, depth, "bias")]
+    biases = [real(b, "bias") for b in _per_layer(bias, depth, "bias")]
     for b in biases:
         if b < 0:
             raise ValueError(f"bias is the std of the biases and must be >= 0, got {b}")
     chunk = (
-        default_chunk(n, (dim, *sizes), dtype_.itemsize)
+        default_chunk(n, (dim, *sizes), run_dtype.itemsize)
         if chunk_size is None
-        else min(_positive_int(chunk_size, "chunk_size"), n)
+        else whole_tiles(positive_int(chunk_size, "chunk_size"), n)
     )
     if not isinstance(keep_activations, (bool, np.bool_)):
         raise TypeError(f"keep_activations must be True or False, got {keep_activations!r}")
@@ -284,7 +254,7 @@ def make_plan(
         dist = sch.distribution(fan_in, fan_out)
         weights = None
         if dist is None and build_weights:
-            weights = sch.sample(fan_in, fan_out, seed=seed_, layer=i, dtype=dtype_)
+            weights = sch.sample(fan_in, fan_out, seed=run_seed, layer=i, dtype=run_dtype)
         if dist is not None and not (np.isfinite(dist.a) and np.isfinite(dist.b)):
             raise ValueError(f"init {sch.name} gives non-finite parameters for layer {i}")
         name = given if isinstance(given, str) else sch.name
@@ -294,12 +264,12 @@ def make_plan(
         n_samples=n,
         input_dim=dim,
         layers=tuple(layers),
-        seed=seed_,
-        dtype=dtype_,
+        seed=run_seed,
+        dtype=run_dtype,
         inputs=data,
-        bins=bins_,
+        bins=n_bins,
         hist_range=(low, high),
-        threads=threads_,
+        threads=n_threads,
         chunk_size=chunk,
         keep_activations=bool(keep_activations),
     )

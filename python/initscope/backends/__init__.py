@@ -16,7 +16,6 @@ __all__ = ["BACKENDS", "available_backends", "get_backend", "resolve"]
 
 #: Every backend, in the order "auto" tries them.
 BACKENDS = ("cpp", "numba", "numpy")
-_MODULES = {"cpp": "compiled", "numba": "jitted", "numpy": "reference"}
 
 _INSTALL_HINT = {
     "cpp": "the compiled extension initscope._core is missing: reinstall initscope from "
@@ -30,18 +29,11 @@ _INSTALL_HINT = {
 def _load(name: str) -> ModuleType | None:
     """Import backend ``name`` once; None if it cannot be loaded here."""
     try:
-        module = importlib.import_module(f"{__name__}.{_MODULES[name]}")
+        module = importlib.import_module(f"{__name__}.{name}")  # one module per backend
         module.check_available()
     except ImportError:
         return None
     return module
-
-
-def reference_module() -> ModuleType:
-    """The NumPy reference backend, always available."""
-    from . import reference
-
-    return reference
 
 
 def available_backends() -> list[str]:

@@ -14,7 +14,14 @@ from ..plan import Layer, Plan
 from ..result import RawStats
 from ..schemes import draw
 
-__all__ = ["histogram", "layer_inputs", "layer_weights", "run"]
+__all__ = [
+    "check_available",
+    "estimate_memory",
+    "histogram",
+    "layer_inputs",
+    "layer_weights",
+    "run",
+]
 
 
 def layer_inputs(plan: Plan) -> NDArray:
@@ -128,6 +135,15 @@ def run(plan: Plan) -> RawStats:
         pre_nonfinite=column("pre_nonfinite"),
         activations=kept if plan.keep_activations else None,
     )
+
+
+def estimate_memory(plan: Plan) -> int:
+    """Bytes :func:`run` needs: about six float64 copies of the widest layer over all samples
+    (pre-activations, activations and their float64 statistics), a layer's weights and the
+    next one's, two histograms and the kept activations."""
+    width = max(plan.input_dim, *plan.widths)
+    slots = (plan.bins + 3) * 8
+    return 6 * plan.n_samples * width * 8 + plan.weight_bytes(0) + 2 * slots + plan.kept_bytes()
 
 
 def check_available() -> None:
