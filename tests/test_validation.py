@@ -86,20 +86,20 @@ def test_bad_argument(backend, kwargs, error, match):
 def test_the_kernel_checks_bins_itself():
     """initscope._core is callable without make_plan's checks: its own keeps the histogram's
     int slots (bins + 3) from overflowing."""
-    from initscope.backends import compiled
+    from initscope.backends import cpp
     from initscope.plan import make_plan
 
     try:
-        core = compiled._load()
+        core = cpp._load()
     except ImportError as exc:
         pytest.skip(f"initscope._core unavailable: {exc}")
     plan = make_plan([3], n_samples=4)
     args = {
         "n_samples": 4, "input_dim": 3, "seed": 0, "dtype": "float64", "inputs": None,
-        "layers": compiled._layer_args(plan), "hist_low": -1.0, "hist_high": 1.0,
+        "layers": cpp._layer_specs(plan), "hist_low": -1.0, "hist_high": 1.0,
         "threads": 1, "chunk_size": 4, "keep_activations": False,
     }  # fmt: skip
-    assert core.propagate(bins=30, **args)["hist"].shape == (1, 30)
+    assert core.propagate(bins=30, **args).hist.shape == (1, 30)
     with pytest.raises(ValueError, match=r"bins must be in \[1, 2\*\*31 - 3\)"):
         core.propagate(bins=2**31 - 3, **args)
 

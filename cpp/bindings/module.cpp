@@ -1,19 +1,18 @@
 // initscope._core: the Python face of the C++ kernel. The only file that knows Python:
 // it checks and converts arguments holding the GIL, then runs the core without it.
+#include <cblas.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
-#include "initscope/activations.hpp"
-#include "initscope/blas.hpp"
-#include "initscope/generator.hpp"
-#include "initscope/philox.hpp"
-#include "initscope/propagate.hpp"
+#include "initscope/kernel.hpp"
 
 namespace py = pybind11;
 using namespace initscope;
@@ -22,6 +21,9 @@ namespace {
 
 #ifndef INITSCOPE_CXX_FLAGS
 #define INITSCOPE_CXX_FLAGS ""
+#endif
+#ifndef INITSCOPE_VERSION
+#define INITSCOPE_VERSION "unknown"
 #endif
 
 /// True for float32, false for float64; ValueError for anything else.
@@ -33,14 +35,36 @@ bool is_float32(const py::object& dtype) {
                           py::str(py::object(dt)).cast<std::string>());
 }
 
+/// A layer as Python describes it (initscope.plan.Layer in kernel terms): typed fields, so
+/// that a misspelt one is an error; weights are an array until a run converts them.
+struct PyLayerSpec {
+    std::size_t fan_in = 0, fan_out = 0;
+    int activation = 0;  // kernel code, ACTIVATIONS order
+    double param = 0.0;
+    std::optional<std::pair<double, double>> saturation;
+    WeightSource source = WeightSource::given;
+    double scale = 1.0, shift = 0.0;
+    py::object weights = py::none();
+    double bias_std = 0.0;
+};
+
+/// What a run returns: the fields of initscope.result.RawStats, read-only.
+struct PyRawStats {
+    py::list unit_mean, unit_m2, pre_unit_mean, pre_unit_m2;
+    py::array_t<double> min, max;
+    py::array_t<std::int64_t> hist, below, above, zeros, saturated, nonfinite, pre_nonfinite;
+    py::object activations = py::none();
+};
+
 template <class T>
 py::array_t<T> draw(Draw kind, std::uint64_t seed, std::uint32_t stream, std::uint32_t layer,
                     std::uint64_t start, std::size_t count) {
+    const auto generate = kernels().typed<T>().generate;
     py::array_t<T> out(static_cast<py::ssize_t>(count));
     T* data = out.mutable_data();
     {
         py::gil_scoped_release release;  // safe: writes only into `out`, owned by this call
-        generate<T>(kind, seed, stream, layer, start, count, data);
+        generate(kind, seed, stream, layer, start, count, data);
     }
     return out;
 }
@@ -57,6 +81,7 @@ py::array_t<T> activate_array(int code, double param, const py::array& x) {
     if (!in) throw py::value_error("x must be convertible to an array of floats");
     py::array_t<T> out(in.request().shape);
     const ActivationCode act = activation_code(code);
+    const auto activate = kernels().typed<T>().activate;
     const T* src = in.data();
     T* dst = out.mutable_data();
     const std::size_t size = static_cast<std::size_t>(in.size());
@@ -70,16 +95,16 @@ py::array_t<T> activate_array(int code, double param, const py::array& x) {
 py::tuple philox(const std::array<std::uint32_t, 4>& counter,
                  const std::array<std::uint32_t, 2>& key) {
     std::uint32_t words[4] = {counter[0], counter[1], counter[2], counter[3]};
-    philox4x32(words, PhiloxKey{key[0], key[1]});
+    kernels().philox4x32(words, key[0], key[1]);
     return py::make_tuple(words[0], words[1], words[2], words[3]);
 }
 
-template <class T>
-py::array_t<std::int64_t> int_array(const std::vector<LayerStats>& stats,
-                                    std::int64_t LayerStats::* field) {
-    py::array_t<std::int64_t> out(static_cast<py::ssize_t>(stats.size()));
+py::array_t<std::int64_t> int_array(const std::vector<LayerResult>& results,
+                                    std::int64_t LayerResult::*field) {
+    py::array_t<std::int64_t> out(static_cast<py::ssize_t>(results.size()));
     auto view = out.mutable_unchecked<1>();
-    for (std::size_t l = 0; l < stats.size(); ++l) view(l) = stats[l].*field;
+    for (std::size_t l = 0; l < results.size(); ++l)
+        view(static_cast<py::ssize_t>(l)) = results[l].*field;
     return out;
 }
 
@@ -90,9 +115,10 @@ py::array_t<double> vector_array(const std::vector<double>& values) {
 }
 
 template <class T>
-py::dict run(std::uint64_t n_samples, std::size_t input_dim, std::uint64_t seed,
-             const py::object& inputs, const py::list& layers, int bins, double hist_low,
-             double hist_high, int threads, std::size_t chunk_size, bool keep_activations) {
+PyRawStats run(std::uint64_t n_samples, std::size_t input_dim, std::uint64_t seed,
+               const py::object& inputs, const std::vector<PyLayerSpec>& layers, int bins,
+               double hist_low, double hist_high, int threads, std::size_t chunk_size,
+               bool keep_activations) {
     using Array = py::array_t<T, py::array::c_style | py::array::forcecast>;
     RunSpec spec;
     spec.n_samples = n_samples;
@@ -114,37 +140,36 @@ py::dict run(std::uint64_t n_samples, std::size_t input_dim, std::uint64_t seed,
         alive.push_back(data);
     }
     py::list kept;
-    for (const py::handle item : layers) {
-        const py::dict d = py::reinterpret_borrow<py::dict>(item);
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+        const PyLayerSpec& given = layers[l];
+        const std::string name = "layer " + std::to_string(l);
         LayerSpec layer;
-        layer.fan_in = d["fan_in"].cast<std::size_t>();
-        layer.fan_out = d["fan_out"].cast<std::size_t>();
-        layer.activation = activation_code(d["activation"].cast<int>());
-        layer.param = d["param"].cast<double>();
-        const py::object saturation = d["saturation"];
-        if (!saturation.is_none()) {
-            const auto range = saturation.cast<std::pair<double, double>>();
+        layer.fan_in = given.fan_in;
+        layer.fan_out = given.fan_out;
+        layer.activation = activation_code(given.activation);
+        layer.param = given.param;
+        if (given.saturation) {
             layer.bounded = true;
-            layer.sat_low = range.first;
-            layer.sat_high = range.second;
+            layer.sat_low = given.saturation->first;
+            layer.sat_high = given.saturation->second;
         }
-        const auto source = d["source"].cast<std::string>();
-        if (source == "given") {
-            Array w = Array::ensure(d["weights"]);
+        layer.source = given.source;
+        layer.scale = given.scale;
+        layer.shift = given.shift;
+        layer.bias_std = given.bias_std;
+        if (given.source == WeightSource::given) {
+            if (given.weights.is_none())
+                throw py::value_error(name + ": source given needs weights");
+            Array w = Array::ensure(given.weights);
             if (!w || w.ndim() != 2 || static_cast<std::size_t>(w.shape(0)) != layer.fan_in ||
                 static_cast<std::size_t>(w.shape(1)) != layer.fan_out)
-                throw py::value_error("weights must be an array of shape (fan_in, fan_out)");
-            layer.source = WeightSource::given;
+                throw py::value_error(name +
+                                      ": weights must be an array of shape (fan_in, fan_out)");
             layer.weights = w.data();
             alive.push_back(w);
-        } else if (source == "normal" || source == "uniform") {
-            layer.source = source == "normal" ? WeightSource::normal : WeightSource::uniform;
-            layer.scale = d["scale"].cast<double>();
-            layer.shift = d["shift"].cast<double>();
-        } else {
-            throw py::value_error("weight source must be given, normal or uniform, got " + source);
+        } else if (!given.weights.is_none()) {
+            throw py::value_error(name + ": weights are for source given only");
         }
-        layer.bias_std = d["bias_std"].cast<double>();
         if (keep_activations) {
             py::array_t<T> out(
                 {static_cast<py::ssize_t>(n_samples), static_cast<py::ssize_t>(layer.fan_out)});
@@ -153,6 +178,7 @@ py::dict run(std::uint64_t n_samples, std::size_t input_dim, std::uint64_t seed,
         }
         spec.layers.push_back(layer);
     }
+    const auto propagate = kernels().typed<T>().propagate;
 
     // Runs on the thread that released the GIL; it takes the GIL back only to let Python
     // handle pending signals (Ctrl-C sets KeyboardInterrupt and stops the run).
@@ -160,73 +186,43 @@ py::dict run(std::uint64_t n_samples, std::size_t input_dim, std::uint64_t seed,
         py::gil_scoped_acquire acquire;
         return PyErr_CheckSignals() != 0;
     };
-    std::vector<LayerStats> stats;
+    std::vector<LayerResult> results;
     try {
         py::gil_scoped_release release;  // safe: the core reads and writes only the buffers of
                                          // arrays held in `alive` and `kept`, and its own
-        stats = propagate<T>(spec, check);
+        results = propagate(spec, check);
     } catch (const Interrupted&) {
         throw py::error_already_set();  // the KeyboardInterrupt PyErr_CheckSignals raised
     }
 
-    const std::size_t depth = stats.size();
-    py::list unit_mean, unit_m2, pre_unit_mean, pre_unit_m2;
-    py::array_t<double> min_values(static_cast<py::ssize_t>(depth));
-    py::array_t<double> max_values(static_cast<py::ssize_t>(depth));
-    py::array_t<std::int64_t> hist(
-        {static_cast<py::ssize_t>(depth), static_cast<py::ssize_t>(bins)});
-    auto hist_view = hist.mutable_unchecked<2>();
-    for (std::size_t l = 0; l < depth; ++l) {
-        const LayerStats& s = stats[l];
-        unit_mean.append(vector_array(s.post.mean));
-        unit_m2.append(vector_array(s.post.m2));
-        pre_unit_mean.append(vector_array(s.pre.mean));
-        pre_unit_m2.append(vector_array(s.pre.m2));
-        min_values.mutable_at(l) = s.finite_min();
-        max_values.mutable_at(l) = s.finite_max();
-        for (int b = 0; b < bins; ++b) hist_view(l, b) = s.hist[static_cast<std::size_t>(b)];
+    const auto depth = static_cast<py::ssize_t>(results.size());
+    PyRawStats out;
+    out.min = py::array_t<double>(depth);
+    out.max = py::array_t<double>(depth);
+    out.hist = py::array_t<std::int64_t>({depth, static_cast<py::ssize_t>(bins)});
+    auto hist_view = out.hist.mutable_unchecked<2>();
+    for (py::ssize_t l = 0; l < depth; ++l) {
+        const LayerResult& r = results[static_cast<std::size_t>(l)];
+        out.unit_mean.append(vector_array(r.unit_mean));
+        out.unit_m2.append(vector_array(r.unit_m2));
+        out.pre_unit_mean.append(vector_array(r.pre_unit_mean));
+        out.pre_unit_m2.append(vector_array(r.pre_unit_m2));
+        out.min.mutable_at(l) = r.min;
+        out.max.mutable_at(l) = r.max;
+        for (py::ssize_t b = 0; b < bins; ++b)
+            hist_view(l, b) = r.hist[static_cast<std::size_t>(b)];
     }
-    py::dict out;
-    out["unit_mean"] = unit_mean;
-    out["unit_m2"] = unit_m2;
-    out["pre_unit_mean"] = pre_unit_mean;
-    out["pre_unit_m2"] = pre_unit_m2;
-    out["min"] = min_values;
-    out["max"] = max_values;
-    out["hist"] = hist;
-    out["below"] = int_array<T>(stats, &LayerStats::below);
-    out["above"] = int_array<T>(stats, &LayerStats::above);
-    out["zeros"] = int_array<T>(stats, &LayerStats::zeros);
-    out["saturated"] = int_array<T>(stats, &LayerStats::saturated);
-    out["nonfinite"] = int_array<T>(stats, &LayerStats::nonfinite);
-    out["pre_nonfinite"] = int_array<T>(stats, &LayerStats::pre_nonfinite);
-    out["activations"] = keep_activations ? py::object(kept) : py::object(py::none());
+    out.below = int_array(results, &LayerResult::below);
+    out.above = int_array(results, &LayerResult::above);
+    out.zeros = int_array(results, &LayerResult::zeros);
+    out.saturated = int_array(results, &LayerResult::saturated);
+    out.nonfinite = int_array(results, &LayerResult::nonfinite);
+    out.pre_nonfinite = int_array(results, &LayerResult::pre_nonfinite);
+    if (keep_activations) out.activations = kept;
     return out;
 }
 
-}  // namespace
-
-PYBIND11_MODULE(_core, m) {
-    m.doc() = "initscope's C++ kernel: counter-based generator, activations, fused layer loop";
-
-    m.def(
-        "propagate",
-        [](std::uint64_t n_samples, std::size_t input_dim, std::uint64_t seed,
-           const py::object& dtype, const py::object& inputs, const py::list& layers, int bins,
-           double hist_low, double hist_high, int threads, std::size_t chunk_size,
-           bool keep_activations) -> py::dict {
-            if (is_float32(dtype))
-                return run<float>(n_samples, input_dim, seed, inputs, layers, bins, hist_low,
-                                  hist_high, threads, chunk_size, keep_activations);
-            return run<double>(n_samples, input_dim, seed, inputs, layers, bins, hist_low,
-                               hist_high, threads, chunk_size, keep_activations);
-        },
-        py::kw_only(), py::arg("n_samples"), py::arg("input_dim"), py::arg("seed"),
-        py::arg("dtype"), py::arg("inputs"), py::arg("layers"), py::arg("bins"),
-        py::arg("hist_low"), py::arg("hist_high"), py::arg("threads"), py::arg("chunk_size"),
-        py::arg("keep_activations"),
-        "Run a checked plan; returns the fields of initscope.result.RawStats as a dict.");
-
+void bind_testing(py::module_& m) {
     m.def(
         "normal",
         [](std::uint64_t seed, std::uint32_t stream, std::uint32_t layer, std::uint64_t start,
@@ -256,20 +252,115 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("code"), py::arg("param"), py::arg("x"),
         "The activation of kernel code `code` applied to x (float32 stays float32).");
+    m.def("set_isa", &select_isa, py::arg("isa"),
+          "Run the build for instruction set `isa` (one of build_info()['supported_isas']) "
+          "from now on.");
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "initscope's C++ kernel: counter-based generator, activations, fused layer loop";
+    m.attr("__version__") = INITSCOPE_VERSION;
+    m.attr("TILE_ROWS") = kTileRows;
+    m.attr("SEGMENT") = kSegment;
+    m.attr("WEIGHT_CACHE_BYTES") = kWeightCacheBytes;
+    m.attr("HIST_COPIES") = kHistCopies;
+
+    py::enum_<WeightSource>(m, "WeightSource", "Where a layer's weights come from.")
+        .value("given", WeightSource::given, "an array (LayerSpec.weights)")
+        .value("normal", WeightSource::normal, "normals of the WEIGHTS stream, z * scale + shift")
+        .value("uniform", WeightSource::uniform,
+               "uniforms of the WEIGHTS stream, u * scale + shift");
+
+    py::class_<PyLayerSpec>(m, "LayerSpec", "One dense layer of a run, in kernel terms.")
+        .def(py::init([](std::size_t fan_in, std::size_t fan_out, int activation, double param,
+                         std::optional<std::pair<double, double>> saturation, WeightSource source,
+                         double scale, double shift, py::object weights, double bias_std) {
+                 PyLayerSpec layer;
+                 layer.fan_in = fan_in;
+                 layer.fan_out = fan_out;
+                 layer.activation = activation;
+                 layer.param = param;
+                 layer.saturation = saturation;
+                 layer.source = source;
+                 layer.scale = scale;
+                 layer.shift = shift;
+                 layer.weights = std::move(weights);
+                 layer.bias_std = bias_std;
+                 return layer;
+             }),
+             py::kw_only(), py::arg("fan_in"), py::arg("fan_out"), py::arg("activation") = 0,
+             py::arg("param") = 0.0, py::arg("saturation") = py::none(),
+             py::arg("source") = WeightSource::given, py::arg("scale") = 1.0,
+             py::arg("shift") = 0.0, py::arg("weights") = py::none(), py::arg("bias_std") = 0.0)
+        .def_readwrite("fan_in", &PyLayerSpec::fan_in)
+        .def_readwrite("fan_out", &PyLayerSpec::fan_out)
+        .def_readwrite("activation", &PyLayerSpec::activation)
+        .def_readwrite("param", &PyLayerSpec::param)
+        .def_readwrite("saturation", &PyLayerSpec::saturation)
+        .def_readwrite("source", &PyLayerSpec::source)
+        .def_readwrite("scale", &PyLayerSpec::scale)
+        .def_readwrite("shift", &PyLayerSpec::shift)
+        .def_readwrite("weights", &PyLayerSpec::weights)
+        .def_readwrite("bias_std", &PyLayerSpec::bias_std);
+
+    py::class_<PyRawStats>(m, "RawStats", "What a run returns (initscope.result.RawStats).")
+        .def_readonly("unit_mean", &PyRawStats::unit_mean)
+        .def_readonly("unit_m2", &PyRawStats::unit_m2)
+        .def_readonly("pre_unit_mean", &PyRawStats::pre_unit_mean)
+        .def_readonly("pre_unit_m2", &PyRawStats::pre_unit_m2)
+        .def_readonly("min", &PyRawStats::min)
+        .def_readonly("max", &PyRawStats::max)
+        .def_readonly("hist", &PyRawStats::hist)
+        .def_readonly("below", &PyRawStats::below)
+        .def_readonly("above", &PyRawStats::above)
+        .def_readonly("zeros", &PyRawStats::zeros)
+        .def_readonly("saturated", &PyRawStats::saturated)
+        .def_readonly("nonfinite", &PyRawStats::nonfinite)
+        .def_readonly("pre_nonfinite", &PyRawStats::pre_nonfinite)
+        .def_readonly("activations", &PyRawStats::activations);
+
+    m.def(
+        "propagate",
+        [](std::uint64_t n_samples, std::size_t input_dim, std::uint64_t seed,
+           const py::object& dtype, const py::object& inputs,
+           const std::vector<PyLayerSpec>& layers, int bins, double hist_low, double hist_high,
+           int threads, std::size_t chunk_size, bool keep_activations) {
+            if (is_float32(dtype))
+                return run<float>(n_samples, input_dim, seed, inputs, layers, bins, hist_low,
+                                  hist_high, threads, chunk_size, keep_activations);
+            return run<double>(n_samples, input_dim, seed, inputs, layers, bins, hist_low,
+                               hist_high, threads, chunk_size, keep_activations);
+        },
+        py::kw_only(), py::arg("n_samples"), py::arg("input_dim"), py::arg("seed"),
+        py::arg("dtype"), py::arg("inputs"), py::arg("layers"), py::arg("bins"),
+        py::arg("hist_low"), py::arg("hist_high"), py::arg("threads"), py::arg("chunk_size"),
+        py::arg("keep_activations"), "Run a checked plan; returns its RawStats.");
+
     m.def(
         "blas_info",
         [] {
             py::dict info;
-            info["openblas_config"] = blas_config();
-            info["openblas_corename"] = blas_corename();
-            info["compiler"] = std::string(__VERSION__);
-            info["cxx_flags"] = std::string(INITSCOPE_CXX_FLAGS);
-#if defined(__AVX2__)
-            info["avx2"] = true;
-#else
-            info["avx2"] = false;
-#endif
+            info["openblas_config"] = std::string(scipy_openblas_get_config());
+            info["openblas_corename"] = std::string(scipy_openblas_get_corename());
             return info;
         },
-        "OpenBLAS's configuration and core, and how this module was compiled.");
+        "OpenBLAS's configuration and the kernel family it picked for this CPU.");
+    m.def(
+        "build_info",
+        [] {
+            py::dict info;
+            info["version"] = INITSCOPE_VERSION;
+            info["compiler"] = std::string(__VERSION__);
+            info["cxx_flags"] = std::string(INITSCOPE_CXX_FLAGS);
+            info["isa"] = std::string(kernels().isa);
+            info["compiled_isas"] = compiled_isas();
+            info["supported_isas"] = supported_isas();
+            return info;
+        },
+        "How this module was compiled, and which build of the kernel runs (isa).");
+
+    py::module_ testing = m.def_submodule("testing", "Entry points for tests of the kernel.");
+    bind_testing(testing);
 }

@@ -1,9 +1,99 @@
 """Type stubs of the compiled kernel ``initscope._core`` (sources in ``cpp/``)."""
 
-from typing import Any
+from types import ModuleType
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
+
+__version__: str
+TILE_ROWS: int
+"""Samples per tile, one GEMM call each; chunks hold whole tiles."""
+SEGMENT: int
+"""Elements drawn per parallel job."""
+WEIGHT_CACHE_BYTES: int
+"""Drawn weights of all layers are kept between chunks up to this many bytes."""
+HIST_COPIES: int
+"""Interleaved copies of each thread's histogram."""
+
+class WeightSource:
+    """Where a layer's weights come from."""
+
+    given: ClassVar[WeightSource]
+    normal: ClassVar[WeightSource]
+    uniform: ClassVar[WeightSource]
+    def __init__(self, value: int) -> None: ...
+    def __int__(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def value(self) -> int: ...
+
+class LayerSpec:
+    """One dense layer of a run, in kernel terms.
+
+    ``activation`` is the kernel code (``Activation.code``), ``param`` its slope or alpha,
+    ``saturation`` its ``(low, high)`` range or None. Weights are drawn as
+    ``value * scale + shift`` for ``source`` normal or uniform, or given as a
+    ``(fan_in, fan_out)`` array with ``source`` given.
+    """
+
+    fan_in: int
+    fan_out: int
+    activation: int
+    param: float
+    saturation: tuple[float, float] | None
+    source: WeightSource
+    scale: float
+    shift: float
+    weights: NDArray[np.floating] | None
+    bias_std: float
+    def __init__(
+        self,
+        *,
+        fan_in: int,
+        fan_out: int,
+        activation: int = 0,
+        param: float = 0.0,
+        saturation: tuple[float, float] | None = None,
+        source: WeightSource = ...,
+        scale: float = 1.0,
+        shift: float = 0.0,
+        weights: NDArray[np.floating] | None = None,
+        bias_std: float = 0.0,
+    ) -> None: ...
+
+class RawStats:
+    """What a run returns: the fields of ``initscope.result.RawStats``, read-only."""
+
+    @property
+    def unit_mean(self) -> list[NDArray[np.float64]]: ...
+    @property
+    def unit_m2(self) -> list[NDArray[np.float64]]: ...
+    @property
+    def pre_unit_mean(self) -> list[NDArray[np.float64]]: ...
+    @property
+    def pre_unit_m2(self) -> list[NDArray[np.float64]]: ...
+    @property
+    def min(self) -> NDArray[np.float64]: ...
+    @property
+    def max(self) -> NDArray[np.float64]: ...
+    @property
+    def hist(self) -> NDArray[np.int64]: ...
+    @property
+    def below(self) -> NDArray[np.int64]: ...
+    @property
+    def above(self) -> NDArray[np.int64]: ...
+    @property
+    def zeros(self) -> NDArray[np.int64]: ...
+    @property
+    def saturated(self) -> NDArray[np.int64]: ...
+    @property
+    def nonfinite(self) -> NDArray[np.int64]: ...
+    @property
+    def pre_nonfinite(self) -> NDArray[np.int64]: ...
+    @property
+    def activations(self) -> list[NDArray[np.floating]] | None: ...
 
 def propagate(
     *,
@@ -12,39 +102,53 @@ def propagate(
     seed: int,
     dtype: DTypeLike,
     inputs: NDArray[np.floating] | None,
-    layers: list[dict[str, Any]],
+    layers: list[LayerSpec],
     bins: int,
     hist_low: float,
     hist_high: float,
     threads: int,
     chunk_size: int,
     keep_activations: bool,
-) -> dict[str, Any]:
-    """Run a checked plan; returns the fields of ``initscope.result.RawStats``.
+) -> RawStats:
+    """Run a checked plan; returns its RawStats."""
 
-    Each layer is a dict with ``fan_in``, ``fan_out``, ``activation`` (kernel code),
-    ``param``, ``saturation`` (``(low, high)`` or None), ``bias_std``, and ``source``:
-    ``"given"`` with ``weights`` a ``(fan_in, fan_out)`` array, or ``"normal"`` /
-    ``"uniform"`` with ``scale`` and ``shift`` (drawn as ``value * scale + shift``).
-    """
+def blas_info() -> dict[str, str]:
+    """OpenBLAS's configuration and the kernel family it picked for this CPU."""
 
-def normal(
-    seed: int, stream: int, layer: int, start: int, count: int, dtype: DTypeLike = "float64"
-) -> NDArray[np.floating]:
-    """Standard normals ``start .. start + count - 1`` (as ``initscope.random.normal``)."""
+def build_info() -> dict[str, Any]:
+    """How this module was compiled (``version``, ``compiler``, ``cxx_flags``), and the builds
+    of the kernel: ``compiled_isas``, ``supported_isas`` (those this CPU runs) and ``isa``,
+    the one that runs."""
 
-def uniform(
-    seed: int, stream: int, layer: int, start: int, count: int, dtype: DTypeLike = "float64"
-) -> NDArray[np.floating]:
-    """Uniforms on ``[0, 1)`` (as ``initscope.random.uniform``)."""
+class _Testing(ModuleType):
+    def normal(
+        self,
+        seed: int,
+        stream: int,
+        layer: int,
+        start: int,
+        count: int,
+        dtype: DTypeLike = "float64",
+    ) -> NDArray[np.floating]:
+        """Standard normals ``start .. start + count - 1`` (as ``initscope.random.normal``)."""
+    def uniform(
+        self,
+        seed: int,
+        stream: int,
+        layer: int,
+        start: int,
+        count: int,
+        dtype: DTypeLike = "float64",
+    ) -> NDArray[np.floating]:
+        """Uniforms on ``[0, 1)`` (as ``initscope.random.uniform``)."""
+    def philox4x32(
+        self, counter: tuple[int, int, int, int], key: tuple[int, int]
+    ) -> tuple[int, int, int, int]:
+        """One Philox4x32-10 block."""
+    def activate(self, code: int, param: float, x: NDArray[np.floating]) -> NDArray[np.floating]:
+        """The activation with kernel code ``code`` applied to ``x`` (dtype preserved)."""
+    def set_isa(self, isa: str) -> None:
+        """Run the build for instruction set ``isa`` (one of ``supported_isas``) from now on."""
 
-def philox4x32(
-    counter: tuple[int, int, int, int], key: tuple[int, int]
-) -> tuple[int, int, int, int]:
-    """One Philox4x32-10 block."""
-
-def activate(code: int, param: float, x: NDArray[np.floating]) -> NDArray[np.floating]:
-    """The activation with kernel code ``code`` applied to ``x`` (dtype preserved)."""
-
-def blas_info() -> dict[str, Any]:
-    """OpenBLAS's configuration and core, and the compiler flags of this module."""
+testing: _Testing
+"""The submodule ``_core.testing``: entry points for tests of the kernel."""

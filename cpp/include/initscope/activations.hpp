@@ -3,7 +3,7 @@
 // exp and expm1 use the classic reduction x = k ln2 + r, |r| <= ln2/2, with ln2 split in two
 // so that k * ln2_hi is exact, and a Taylor polynomial of expm1(r) whose truncation error is
 // far below an ulp. Results are rounded a handful of times, which keeps every activation
-// within 4 ulp of the correctly rounded value (tests/test_compiled_activations.py measures
+// within 4 ulp of the correctly rounded value (tests/test_cpp_activations.py measures
 // it against mpmath). float32 tanh, sigmoid and the piecewise-linear ones run in float32;
 // the others are evaluated in float64 and rounded once. Functions whose argument is itself
 // computed (gelu_tanh's cubic, gelu's x / sqrt 2) carry that argument in double-double,
@@ -18,24 +18,11 @@
 #include <string>
 
 #include "generator.hpp"
+#include "isa.hpp"
+#include "kernel.hpp"
 
 namespace initscope {
-
-/// Kernel codes, the order of initscope.activations.ACTIVATIONS.
-enum class ActivationCode : int {
-    linear = 0,
-    tanh = 1,
-    relu = 2,
-    leaky_relu = 3,
-    sigmoid = 4,
-    softplus = 5,
-    elu = 6,
-    selu = 7,
-    gelu = 8,
-    gelu_tanh = 9,
-    silu = 10,
-};
-constexpr int kActivationCount = 11;
+inline namespace INITSCOPE_ISA_NAMESPACE {
 
 namespace math {
 
@@ -79,22 +66,12 @@ struct ExpConst<float> {
     static constexpr float deep_scale = 0x1p-64f;
 };
 
-/// a * b + c, fused where the CPU has FMA (-march=native): fewer roundings and half the
-/// instructions. Only the activations use it; the generator never fuses.
+/// a * b + c, never fused: every build (and instruction set) gives the same bits.
 inline double madd(double a, double b, double c) {
-#if defined(__FMA__)
-    return std::fma(a, b, c);
-#else
     return a * b + c;
-#endif
 }
-
 inline float madd(float a, float b, float c) {
-#if defined(__FMA__)
-    return std::fma(a, b, c);
-#else
     return a * b + c;
-#endif
 }
 
 /// 2**k for an integral k (given as T) within the normal exponent range.
@@ -154,16 +131,13 @@ inline T exp_nonpositive(T x) {
 
 inline void two_prod(double a, double b, double& p, double& e) {
     p = a * b;
-#if defined(__FMA__)
-    e = std::fma(a, b, -p);
-#else
-    // Dekker's product: split each factor into 26-bit halves.
+    // Dekker's product: split each factor into 26-bit halves (not std::fma, which is a
+    // library call without FMA instructions and must give the same bits everywhere).
     const double split = 134217729.0;  // 2**27 + 1
     const double ta = split * a, tb = split * b;
     const double ah = ta - (ta - a), al = a - ah;
     const double bh = tb - (tb - b), bl = b - bh;
     e = ((ah * bh - p) + ah * bl + al * bh) + al * bl;
-#endif
 }
 
 inline void two_sum(double a, double b, double& s, double& e) {
@@ -413,13 +387,5 @@ void activate(ActivationCode code, double param, const T* __restrict in, T* __re
                                 std::to_string(static_cast<int>(code)));
 }
 
-/// The activation code as an enum, checked.
-inline ActivationCode activation_code(int code) {
-    if (code < 0 || code >= kActivationCount)
-        throw std::invalid_argument("activation code must be in [0, " +
-                                    std::to_string(kActivationCount) + "), got " +
-                                    std::to_string(code));
-    return static_cast<ActivationCode>(code);
-}
-
+}  // namespace INITSCOPE_ISA_NAMESPACE
 }  // namespace initscope

@@ -8,13 +8,15 @@
 
 #include <cstddef>
 #include <mutex>
-#include <string>
+
+#include "isa.hpp"
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
 #endif
 
 namespace initscope {
+inline namespace INITSCOPE_ISA_NAMESPACE {
 
 namespace detail {
 #if defined(__SANITIZE_ADDRESS__)
@@ -100,12 +102,5 @@ inline void prepare_blas() {
     if (scipy_openblas_get_num_threads() != 1) scipy_openblas_set_num_threads(1);
 }
 
-/// OpenBLAS's build configuration and the kernel family it picked for this CPU.
-inline std::string blas_config() {
-    return scipy_openblas_get_config();
-}
-inline std::string blas_corename() {
-    return scipy_openblas_get_corename();
-}
-
+}  // namespace INITSCOPE_ISA_NAMESPACE
 }  // namespace initscope

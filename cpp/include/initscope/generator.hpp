@@ -11,14 +11,12 @@
 #include <stdexcept>
 #include <type_traits>
 
+#include "isa.hpp"
+#include "kernel.hpp"
 #include "philox.hpp"
 
 namespace initscope {
-
-/// The streams of initscope.random.
-enum Stream : std::uint32_t { kInputs = 0, kWeights = 1, kBiases = 2, kAux = 3 };
-
-enum class Draw { uniform, normal };
+inline namespace INITSCOPE_ISA_NAMESPACE {
 
 namespace detail {
 
@@ -260,4 +258,5 @@ void generate(Draw kind, std::uint64_t seed, std::uint32_t stream, std::uint32_t
     }
 }
 
+}  // namespace INITSCOPE_ISA_NAMESPACE
 }  // namespace initscope

@@ -5,11 +5,14 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "isa.hpp"
+
 #if defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
 namespace initscope {
+inline namespace INITSCOPE_ISA_NAMESPACE {
 
 struct PhiloxKey {
     std::uint32_t k0, k1;
@@ -152,4 +155,5 @@ inline void philox_blocks(PhiloxKey key, std::uint32_t stream, std::uint32_t lay
 #endif
 }
 
+}  // namespace INITSCOPE_ISA_NAMESPACE
 }  // namespace initscope

@@ -1,7 +1,8 @@
 // The fused layer loop: samples in chunks through every layer; each chunk's rows in tiles,
 // each tile's GEMM followed, by the same thread while the tile is in cache, by the bias,
-// the activation and every statistic. Tiles are fixed by the shapes alone and merged in
-// order, so results are bit-identical for any number of threads.
+// the activation and every statistic. Tiles (kernel.hpp, kTileRows) are fixed by the number
+// of samples alone and merged in order, so results are bit-identical for any chunk_size and
+// any number of threads, whatever the BLAS kernel.
 #pragma once
 
 #include <sys/mman.h>
@@ -25,60 +26,16 @@
 #include "activations.hpp"
 #include "blas.hpp"
 #include "generator.hpp"
+#include "isa.hpp"
+#include "kernel.hpp"
 #include "stats.hpp"
 #include "team.hpp"
 
 namespace initscope {
-
-enum class WeightSource : int { given = 0, normal = 1, uniform = 2 };
-
-/// One dense layer, H = X W (+ b), A = act(H).
-struct LayerSpec {
-    std::size_t fan_in = 0, fan_out = 0;
-    ActivationCode activation = ActivationCode::linear;
-    double param = 0.0;
-    bool bounded = false;  // has a saturation range [sat_low, sat_high]
-    double sat_low = 0.0, sat_high = 0.0;
-    WeightSource source = WeightSource::given;
-    double scale = 1.0, shift = 0.0;  // drawn weights: value * scale + shift (schemes.draw)
-    const void* weights = nullptr;    // given: (fan_in, fan_out), row-major, the run's dtype
-    double bias_std = 0.0;            // > 0: b = bias_std * z from the BIASES stream
-    void* kept = nullptr;             // non-null: (n_samples, fan_out) for the activations
-};
-
-/// A checked experiment (initscope.plan.Plan in C++ terms).
-struct RunSpec {
-    std::uint64_t n_samples = 0;
-    std::size_t input_dim = 0;
-    std::uint64_t seed = 0;
-    const void* inputs = nullptr;  // (n_samples, input_dim), or null: drawn from INPUTS
-    std::vector<LayerSpec> layers;
-    int bins = 30;
-    double hist_low = -1.0, hist_high = 1.0;
-    int threads = 1;
-    std::size_t chunk_size = 0;
-};
-
-/// Thrown when the interrupt check asks the run to stop.
-struct Interrupted : std::exception {
-    const char* what() const noexcept override { return "interrupted"; }
-};
-
-/// Asked between tiles, layers and chunks, at most every few milliseconds, from the thread
-/// that started the run; returning true stops the run.
-using InterruptCheck = std::function<bool()>;
+inline namespace INITSCOPE_ISA_NAMESPACE {
 
 namespace detail {
 
-// GEMM calls start and end on multiples of 48 samples (padding with zero rows), so every
-// sample is computed at the same place in OpenBLAS's register blocks (24 rows for sgemm on
-// Haswell/Zen, 4 or 16 elsewhere) whatever the chunk: results do not depend on chunk_size.
-constexpr std::size_t kRowAlign = 48;
-// Tiles are fixed runs of 240 samples (a multiple of kRowAlign): large enough for the GEMM
-// to run near its peak, small enough to stay in L2/L3 and to balance threads.
-constexpr std::size_t kTileRows = 240;
-constexpr std::size_t kSegment = std::size_t(1) << 16;  // elements drawn per parallel job
-constexpr std::size_t kWeightCacheBytes = std::size_t(128) << 20;  // plan.WEIGHT_CACHE_BYTES
 constexpr auto kCheckEvery = std::chrono::milliseconds(20);
 
 inline void require(bool ok, const std::string& message) {
@@ -94,6 +51,10 @@ inline void check_spec(const RunSpec& spec) {
     require(spec.hist_low < spec.hist_high, "hist_range must have low < high");
     require(spec.threads > 0, "threads must be positive");
     require(spec.chunk_size > 0, "chunk_size must be positive");
+    // Chunks hold whole tiles, so that tiles (and GEMM calls) do not depend on chunk_size.
+    require(spec.chunk_size % kTileRows == 0 || spec.chunk_size >= spec.n_samples,
+            "chunk_size must be a multiple of TILE_ROWS (" + std::to_string(kTileRows) +
+                ") or at least n_samples");
     constexpr std::size_t int_max = 0x7fffffff;
     std::size_t fan_in = spec.input_dim;
     for (std::size_t l = 0; l < spec.layers.size(); ++l) {
@@ -109,10 +70,9 @@ inline void check_spec(const RunSpec& spec) {
     }
 }
 
-/// One tile: GEMM over buffer rows [call_begin, call_begin + call_rows), statistics over the
-/// sample rows [stat_begin, stat_begin + stat_rows) inside it.
+/// One tile: the chunk buffer's rows [begin, begin + rows), one GEMM call.
 struct Tile {
-    std::size_t call_begin, call_rows, stat_begin, stat_rows;
+    std::size_t begin, rows;
 };
 
 /// A slice of one stream drawn by one thread: inputs, or weights as value * scale + shift.
@@ -193,7 +153,7 @@ Buffer<T> buffer(std::size_t count) {
 
 /// Runs the experiment: per layer, the accumulators of stats.hpp over all samples.
 template <class T>
-std::vector<LayerStats> propagate(const RunSpec& spec, const InterruptCheck& check) {
+std::vector<LayerResult> propagate(const RunSpec& spec, const InterruptCheck& check) {
     using namespace detail;
     check_spec(spec);
     prepare_blas();
@@ -205,11 +165,10 @@ std::vector<LayerStats> propagate(const RunSpec& spec, const InterruptCheck& che
     std::size_t width = spec.input_dim;
     for (const auto& layer : spec.layers) width = std::max(width, layer.fan_out);
 
-    // Two activation buffers of a chunk, with room for the alignment padding before and after.
-    const std::size_t buffer_rows = chunk + 2 * kRowAlign;
-    require(buffer_rows <= SIZE_MAX / sizeof(T) / width, "chunk_size * width is too large");
-    auto x_buffer = buffer<T>(buffer_rows * width);
-    auto y_buffer = buffer<T>(buffer_rows * width);
+    // Two activation buffers of a chunk.
+    require(chunk <= SIZE_MAX / sizeof(T) / width, "chunk_size * width is too large");
+    auto x_buffer = buffer<T>(chunk * width);
+    auto y_buffer = buffer<T>(chunk * width);
 
     // Weights drawn in place: kept for all chunks if they fit a modest budget, else redrawn.
     std::size_t drawn_bytes = 0, largest = 0;
@@ -264,7 +223,7 @@ std::vector<LayerStats> propagate(const RunSpec& spec, const InterruptCheck& che
 
     const int threads = spec.threads;
     std::vector<std::vector<T>> scratch(static_cast<std::size_t>(threads));
-    std::vector<TileStats> tile_stats(chunk / kTileRows + 2);
+    std::vector<TileStats> tile_stats((chunk + kTileRows - 1) / kTileRows);
     std::vector<HistCounts> thread_hist(static_cast<std::size_t>(threads));
     std::vector<Tile> tiles;
     std::vector<DrawJob<T>> draws;
@@ -290,38 +249,25 @@ std::vector<LayerStats> propagate(const RunSpec& spec, const InterruptCheck& che
         const std::uint64_t r0 = c * chunk;
         const std::uint64_t r1 = std::min<std::uint64_t>(n, r0 + chunk);
         const std::size_t rows = static_cast<std::size_t>(r1 - r0);
-        const std::uint64_t base = r0 / kRowAlign * kRowAlign;  // sample of buffer row 0
-        const std::size_t front = static_cast<std::size_t>(r0 - base);
-        const std::size_t padded =
-            static_cast<std::size_t>((r1 + kRowAlign - 1) / kRowAlign * kRowAlign - base);
 
+        // r0 is a multiple of kTileRows (check_spec), so the chunk's tiles are whole ones.
         tiles.clear();
-        for (std::uint64_t t = r0 / kTileRows; t * kTileRows < r1; ++t) {
-            const std::uint64_t s = std::max<std::uint64_t>(r0, t * kTileRows);
-            const std::uint64_t e = std::min<std::uint64_t>(r1, (t + 1) * kTileRows);
-            const std::uint64_t call_begin = s / kRowAlign * kRowAlign;
-            const std::uint64_t call_end = (e + kRowAlign - 1) / kRowAlign * kRowAlign;
-            tiles.push_back({static_cast<std::size_t>(call_begin - base),
-                             static_cast<std::size_t>(call_end - call_begin),
-                             static_cast<std::size_t>(s - base), static_cast<std::size_t>(e - s)});
-        }
+        for (std::size_t begin = 0; begin < rows; begin += kTileRows)
+            tiles.push_back({begin, std::min(kTileRows, rows - begin)});
 
-        // Layer 0's input rows, between zero padding rows; its weights if not drawn yet.
+        // Layer 0's input rows; its weights if not drawn yet.
         T* x = x_buffer.get();
         T* y = y_buffer.get();
         const std::size_t dim = spec.input_dim;
-        std::fill(x, x + front * dim, T(0));
-        std::fill(x + (front + rows) * dim, x + padded * dim, T(0));
         draws.clear();
         if (spec.inputs != nullptr) {
             const T* src = static_cast<const T*>(spec.inputs) + r0 * dim;
-            std::memcpy(x + front * dim, src, rows * dim * sizeof(T));
+            std::memcpy(x, src, rows * dim * sizeof(T));
         } else {
             const std::size_t count = rows * dim;
             for (std::size_t first = 0; first < count; first += kSegment)
                 draws.push_back({Draw::normal, kInputs, 0, r0 * dim + first,
-                                 std::min(kSegment, count - first), x + front * dim + first, false,
-                                 T(1), T(0)});
+                                 std::min(kSegment, count - first), x + first, false, T(1), T(0)});
         }
         add_weight_draws(0);
         if (!draws.empty()) {
@@ -370,10 +316,10 @@ std::vector<LayerStats> propagate(const RunSpec& spec, const InterruptCheck& che
                             continue;
                         }
                         const Tile& tile = tiles[job];
-                        gemm(static_cast<int>(tile.call_rows), static_cast<int>(fan_out),
-                             static_cast<int>(fan_in), x + tile.call_begin * fan_in,
+                        gemm(static_cast<int>(tile.rows), static_cast<int>(fan_out),
+                             static_cast<int>(fan_in), x + tile.begin * fan_in,
                              static_cast<int>(fan_in), w, static_cast<int>(fan_out),
-                             y + tile.call_begin * fan_out, static_cast<int>(fan_out));
+                             y + tile.begin * fan_out, static_cast<int>(fan_out));
                         // A few rows at a time: bias, activation, statistics, then the
                         // activations replace H in place (the next layer's input).
                         constexpr std::size_t block = TileStats::kBlock;
@@ -382,9 +328,9 @@ std::vector<LayerStats> propagate(const RunSpec& spec, const InterruptCheck& che
                         TileStats& ts = tile_stats[job];
                         ts.reset(fan_out);
                         HistCounts& hist_counts = thread_hist[static_cast<std::size_t>(me)];
-                        for (std::size_t r = 0; r < tile.stat_rows; r += block) {
-                            const std::size_t count = std::min(block, tile.stat_rows - r);
-                            T* h = y + (tile.stat_begin + r) * fan_out;
+                        for (std::size_t r = 0; r < tile.rows; r += block) {
+                            const std::size_t count = std::min(block, tile.rows - r);
+                            T* h = y + (tile.begin + r) * fan_out;
                             if (bias != nullptr)
                                 for (std::size_t i = 0; i < count; ++i)
                                     for (std::size_t j = 0; j < fan_out; ++j)
@@ -408,12 +354,16 @@ std::vector<LayerStats> propagate(const RunSpec& spec, const InterruptCheck& che
             for (const auto& counts : thread_hist) stats[l].merge(counts);
             if (layer.kept != nullptr) {
                 T* dst = static_cast<T*>(layer.kept) + r0 * fan_out;
-                std::memcpy(dst, y + front * fan_out, rows * fan_out * sizeof(T));
+                std::memcpy(dst, y, rows * fan_out * sizeof(T));
             }
             std::swap(x, y);
         }
     }
-    return stats;
+    std::vector<LayerResult> results;
+    results.reserve(depth);
+    for (auto& layer_stats : stats) results.push_back(std::move(layer_stats).result());
+    return results;
 }
 
+}  // namespace INITSCOPE_ISA_NAMESPACE
 }  // namespace initscope

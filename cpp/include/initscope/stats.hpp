@@ -1,5 +1,5 @@
 // Streaming per-layer statistics: per-unit moments (mergeable, Chan et al.), min and max
-// over finite values, the histogram and the counts of backends/reference.py's _layer_stats.
+// over finite values, the histogram and the counts of backends/numpy.py's _layer_stats.
 #pragma once
 
 #include <algorithm>
@@ -7,9 +7,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <utility>
 #include <vector>
 
+#include "isa.hpp"
+#include "kernel.hpp"
+
 namespace initscope {
+inline namespace INITSCOPE_ISA_NAMESPACE {
 
 /// The histogram of post-activation values: `bins` equal bins of [low, high].
 struct HistSpec {
@@ -57,7 +62,7 @@ struct UnitMoments {
 /// filled in turn, so that consecutive values in the same bin do not wait on each other's
 /// increment. One per thread: integer counts add up the same in any order.
 struct HistCounts {
-    static constexpr int kCopies = 8;
+    static constexpr int kCopies = kHistCopies;
     std::size_t stride = 0;  // bins + 3
     std::vector<std::int64_t> slots;
 
@@ -270,9 +275,25 @@ struct LayerStats {
         }
     }
 
-    /// min and max over finite values; NaN where there were none.
-    double finite_min() const { return std::isinf(min) ? std::nan("") : min; }
-    double finite_max() const { return std::isinf(max) ? std::nan("") : max; }
+    /// The accumulators as a run returns them (min and max NaN where no value was finite).
+    LayerResult result() && {
+        LayerResult r;
+        r.unit_mean = std::move(post.mean);
+        r.unit_m2 = std::move(post.m2);
+        r.pre_unit_mean = std::move(pre.mean);
+        r.pre_unit_m2 = std::move(pre.m2);
+        r.min = std::isinf(min) ? std::nan("") : min;
+        r.max = std::isinf(max) ? std::nan("") : max;
+        r.hist = std::move(hist);
+        r.below = below;
+        r.above = above;
+        r.zeros = zeros;
+        r.saturated = saturated;
+        r.nonfinite = nonfinite;
+        r.pre_nonfinite = pre_nonfinite;
+        return r;
+    }
 };
 
+}  // namespace INITSCOPE_ISA_NAMESPACE
 }  // namespace initscope

@@ -14,7 +14,10 @@
 #include <thread>
 #include <vector>
 
+#include "isa.hpp"
+
 namespace initscope {
+inline namespace INITSCOPE_ISA_NAMESPACE {
 
 /// Collects the first exception thrown on any thread of a parallel step.
 class ErrorSlot {
@@ -147,8 +150,6 @@ public:
     Team(const Team&) = delete;
     Team& operator=(const Team&) = delete;
 
-    int size() const { return static_cast<int>(workers_.size()) + 1; }
-
     /// Runs body(0) on the calling thread and body(i) on each worker i that starts before
     /// body(0) has returned; returns when the started ones have finished. A worker the
     /// scheduler has not run by then (a loaded machine) is not waited for: bodies share their
@@ -222,4 +223,5 @@ private:
     std::atomic<std::size_t> next_{0};
 };
 
+}  // namespace INITSCOPE_ISA_NAMESPACE
 }  // namespace initscope

@@ -12,14 +12,20 @@ import ctypes
 import os
 from functools import cache
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..plan import Plan
 from ..result import RawStats
 
-__all__ = ["check_available", "run"]
+if TYPE_CHECKING:
+    from .. import _core
+
+# Functions below call _load() first (OpenBLAS before the extension), then import _core by
+# name, so that mypy checks their calls against _core.pyi.
+
+__all__ = ["check_available", "estimate_memory", "run"]
 
 
 @cache
@@ -46,44 +52,56 @@ def check_available() -> None:
     _load()
 
 
-def _layer_args(plan: Plan) -> list[dict[str, Any]]:
-    layers = []
+def _layer_specs(plan: Plan) -> list[_core.LayerSpec]:
+    """The layers in kernel terms: drawn weights as ``value * scale + shift``, built or given
+    matrices as arrays in the run's dtype."""
+    _load()
+    from .. import _core
+
+    specs = []
     for layer in plan.layers:
-        args: dict[str, Any] = {
-            "fan_in": layer.fan_in,
-            "fan_out": layer.fan_out,
-            "activation": layer.activation.code,
-            "param": layer.activation.param,
-            "saturation": layer.activation.saturation,
-            "bias_std": layer.bias_std,
-            "weights": None,
-            "scale": 1.0,
-            "shift": 0.0,
-        }
         dist = layer.distribution
         if layer.weights is not None or dist is None:
             if layer.weights is None:
                 raise ValueError(f"{layer.scheme.name} layer has no weights: call with_weights")
-            args["source"] = "given"
-            args["weights"] = np.ascontiguousarray(layer.weights, dtype=plan.dtype)
-        elif dist.kind == "normal":  # schemes.draw: z * std + mean
-            args.update(source="normal", scale=dist.b, shift=dist.a)
-        else:  # u * (b - a) + a
-            args.update(source="uniform", scale=dist.b - dist.a, shift=dist.a)
-        layers.append(args)
-    return layers
+            source = _core.WeightSource.given
+            weights = np.ascontiguousarray(layer.weights, dtype=plan.dtype)
+            scale, shift = 1.0, 0.0
+        else:
+            source = (
+                _core.WeightSource.normal if dist.kind == "normal" else _core.WeightSource.uniform
+            )
+            weights = None
+            scale, shift = dist.affine()
+        specs.append(
+            _core.LayerSpec(
+                fan_in=layer.fan_in,
+                fan_out=layer.fan_out,
+                activation=layer.activation.code,
+                param=layer.activation.param,
+                saturation=layer.activation.saturation,
+                source=source,
+                scale=scale,
+                shift=shift,
+                weights=weights,
+                bias_std=layer.bias_std,
+            )
+        )
+    return specs
 
 
 def run(plan: Plan) -> RawStats:
     """Propagate ``plan`` in C++ and return its raw accumulators."""
-    core = _load()
-    raw = core.propagate(
+    _load()
+    from .. import _core
+
+    raw = _core.propagate(
         n_samples=plan.n_samples,
         input_dim=plan.input_dim,
         seed=plan.seed,
         dtype=plan.dtype.name,
         inputs=plan.inputs,
-        layers=_layer_args(plan),
+        layers=_layer_specs(plan),
         bins=plan.bins,
         hist_low=plan.hist_range[0],
         hist_high=plan.hist_range[1],
@@ -91,4 +109,32 @@ def run(plan: Plan) -> RawStats:
         chunk_size=plan.chunk_size,
         keep_activations=plan.keep_activations,
     )
-    return RawStats(**raw)
+    return RawStats(
+        unit_mean=raw.unit_mean,
+        unit_m2=raw.unit_m2,
+        pre_unit_mean=raw.pre_unit_mean,
+        pre_unit_m2=raw.pre_unit_m2,
+        min=raw.min,
+        max=raw.max,
+        hist=raw.hist,
+        below=raw.below,
+        above=raw.above,
+        zeros=raw.zeros,
+        saturated=raw.saturated,
+        nonfinite=raw.nonfinite,
+        pre_nonfinite=raw.pre_nonfinite,
+        activations=raw.activations,
+    )
+
+
+def estimate_memory(plan: Plan) -> int:
+    """Bytes :func:`run` needs: two chunk buffers of the widest layer in the run's dtype, the
+    weights as the kernel keeps them, every thread's histogram copies and the kept
+    activations."""
+    _load()
+    from .. import _core
+
+    width = max(plan.input_dim, *plan.widths)
+    buffers = 2 * min(plan.chunk_size, plan.n_samples) * width * plan.dtype.itemsize
+    hist = (plan.bins + 3) * 8 * plan.threads * _core.HIST_COPIES
+    return buffers + plan.weight_bytes(_core.WEIGHT_CACHE_BYTES) + hist + plan.kept_bytes()

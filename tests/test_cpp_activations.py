@@ -1,4 +1,4 @@
-"""Accuracy of the compiled activations (initscope._core.activate) against mpmath.
+"""Accuracy of the compiled activations (initscope._core.testing.activate) against mpmath.
 
 Every activation must be within 4 ulp of the correctly rounded value in float32 and float64.
 The error is measured on a few thousand points per dtype spanning the whole range,
@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from initscope.activations import ACTIVATIONS, SELU_ALPHA, SELU_SCALE, activation
-from initscope.backends import compiled
+from initscope.backends import cpp
 
 try:
-    compiled.check_available()
+    cpp.check_available()
     from initscope import _core
 except ImportError as exc:  # pragma: no cover - only without the extension
     pytest.skip(f"initscope._core unavailable: {exc}", allow_module_level=True)
@@ -79,7 +79,7 @@ def _ulp_errors(name: str, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """Errors in ulp of the dtype, and the points, where the error is measured."""
     act = activation(name)
     x = _points(dtype)
-    got = _core.activate(act.code, act.param, x)
+    got = _core.testing.activate(act.code, act.param, x)
     assert got.dtype == dtype
     reference = act(x)
     param = mp.mpf(float(dtype.type(PARAMS.get(name, 0.0))))
@@ -142,7 +142,7 @@ def test_print_ulp_table(capsys):
 def test_nonfinite_inputs_follow_the_reference(name, dtype):
     act = activation(name)
     x = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0], dtype=dtype)
-    got = _core.activate(act.code, act.param, x)
+    got = _core.testing.activate(act.code, act.param, x)
     want = act(x)
     rtol = 4 * np.finfo(dtype).eps  # selu(-inf) = -scale * alpha, rounded once or twice
     np.testing.assert_allclose(got, want, rtol=rtol, atol=0)  # NaN matches NaN
@@ -151,11 +151,13 @@ def test_nonfinite_inputs_follow_the_reference(name, dtype):
 
 def test_parameters_are_used():
     x = np.array([-2.0, 3.0])
-    np.testing.assert_allclose(_core.activate(3, 0.2, x), [-0.4, 3.0], rtol=1e-15)
-    np.testing.assert_allclose(_core.activate(6, 2.0, x), [2.0 * np.expm1(-2.0), 3.0], rtol=1e-15)
+    np.testing.assert_allclose(_core.testing.activate(3, 0.2, x), [-0.4, 3.0], rtol=1e-15)
+    np.testing.assert_allclose(
+        _core.testing.activate(6, 2.0, x), [2.0 * np.expm1(-2.0), 3.0], rtol=1e-15
+    )
     assert SELU_ALPHA > 1 and SELU_SCALE > 1
 
 
 def test_unknown_code_is_a_value_error():
     with pytest.raises(ValueError, match="activation code"):
-        _core.activate(len(ACTIVATIONS), 0.0, np.zeros(3))
+        _core.testing.activate(len(ACTIVATIONS), 0.0, np.zeros(3))

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import initscope.random as spec
-from initscope.backends import compiled
+from initscope.backends import cpp
 
 try:
-    compiled.check_available()
+    cpp.check_available()
     from initscope import _core
 except ImportError as exc:  # pragma: no cover - only without the extension
     pytest.skip(f"initscope._core unavailable: {exc}", allow_module_level=True)
@@ -32,7 +32,7 @@ KAT = [
 
 @pytest.mark.parametrize(("counter", "key", "expected"), KAT)
 def test_philox_known_answers(counter, key, expected):
-    assert _core.philox4x32(counter, key) == expected
+    assert _core.testing.philox4x32(counter, key) == expected
 
 
 def _bits(values: np.ndarray) -> np.ndarray:
@@ -64,7 +64,7 @@ CASES = [
 def test_draws_are_bit_identical_to_the_specification(
     kind, dtype, seed, stream, layer, start, count
 ):
-    got = getattr(_core, kind)(seed, stream, layer, start, count, dtype)
+    got = getattr(_core.testing, kind)(seed, stream, layer, start, count, dtype)
     want = getattr(spec, kind)(seed, stream, layer, start, count, dtype)
     assert got.dtype == want.dtype == np.dtype(dtype)
     assert got.shape == (count,)
@@ -77,10 +77,10 @@ def test_draws_are_bit_identical_to_the_specification(
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_pieces_concatenate_to_the_whole(dtype):
-    whole = _core.normal(7, spec.WEIGHTS, 1, 10, 5000, dtype)
+    whole = _core.testing.normal(7, spec.WEIGHTS, 1, 10, 5000, dtype)
     cuts = [0, 1, 2, 255, 256, 257, 1023, 3333, 5000]
     pieces = [
-        _core.normal(7, spec.WEIGHTS, 1, 10 + a, b - a, dtype)
+        _core.testing.normal(7, spec.WEIGHTS, 1, 10 + a, b - a, dtype)
         for a, b in zip(cuts[:-1], cuts[1:], strict=True)
     ]
     np.testing.assert_array_equal(_bits(np.concatenate(pieces)), _bits(whole))
@@ -89,8 +89,8 @@ def test_pieces_concatenate_to_the_whole(dtype):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_draws_have_the_right_moments(dtype):
     n = 400_000
-    z = _core.normal(3, spec.INPUTS, 0, 0, n, dtype).astype(np.float64)
-    u = _core.uniform(3, spec.INPUTS, 0, 0, n, dtype).astype(np.float64)
+    z = _core.testing.normal(3, spec.INPUTS, 0, 0, n, dtype).astype(np.float64)
+    u = _core.testing.uniform(3, spec.INPUTS, 0, 0, n, dtype).astype(np.float64)
     # 5 standard errors
     assert abs(z.mean()) < 5 / np.sqrt(n)
     assert abs(z.var() - 1) < 5 * np.sqrt(2 / n)
@@ -100,23 +100,16 @@ def test_draws_have_the_right_moments(dtype):
 
 
 def test_streams_layers_and_seeds_differ():
-    base = _core.normal(5, spec.WEIGHTS, 0, 0, 64)
+    base = _core.testing.normal(5, spec.WEIGHTS, 0, 0, 64)
     for other in (
-        _core.normal(6, spec.WEIGHTS, 0, 0, 64),
-        _core.normal(5, spec.BIASES, 0, 0, 64),
-        _core.normal(5, spec.WEIGHTS, 1, 0, 64),
-        _core.normal(5 + 2**32, spec.WEIGHTS, 0, 0, 64),
+        _core.testing.normal(6, spec.WEIGHTS, 0, 0, 64),
+        _core.testing.normal(5, spec.BIASES, 0, 0, 64),
+        _core.testing.normal(5, spec.WEIGHTS, 1, 0, 64),
+        _core.testing.normal(5 + 2**32, spec.WEIGHTS, 0, 0, 64),
     ):
         assert not np.any(other == base)
 
 
 def test_bad_dtype_is_a_value_error():
     with pytest.raises(ValueError, match="float32 or float64"):
-        _core.normal(0, 0, 0, 0, 10, "int32")
-
-
-def test_build_reports_blas_and_flags():
-    info = _core.blas_info()
-    assert "OpenBLAS" in info["openblas_config"]
-    assert info["openblas_corename"]
-    assert "-ffp-contract=off" in info["cxx_flags"]
+        _core.testing.normal(0, 0, 0, 0, 10, "int32")

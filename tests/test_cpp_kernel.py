@@ -1,0 +1,128 @@
+"""initscope._core's typed boundary (LayerSpec in, RawStats out) and the checks the kernel
+makes itself, for callers that bypass make_plan."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from initscope.backends import cpp
+from initscope.plan import make_plan
+from initscope.result import RawStats
+
+try:
+    cpp.check_available()
+    from initscope import _core
+except ImportError as exc:  # pragma: no cover - only without the extension
+    pytest.skip(f"initscope._core unavailable: {exc}", allow_module_level=True)
+
+
+def _args(plan, **changes):
+    args = {
+        "n_samples": plan.n_samples, "input_dim": plan.input_dim, "seed": plan.seed,
+        "dtype": plan.dtype.name, "inputs": plan.inputs, "layers": cpp._layer_specs(plan),
+        "bins": plan.bins, "hist_low": -1.0, "hist_high": 1.0, "threads": 1,
+        "chunk_size": plan.chunk_size, "keep_activations": False,
+    }  # fmt: skip
+    return {**args, **changes}
+
+
+def test_a_misspelt_field_is_an_error():
+    with pytest.raises(TypeError):
+        _core.LayerSpec(fan_in=3, fan_out=4, bias_sd=0.1)  # type: ignore[call-arg]
+    layer = _core.LayerSpec(fan_in=3, fan_out=4)
+    with pytest.raises(AttributeError):
+        layer.bias_sd = 0.1  # type: ignore[attr-defined]
+    with pytest.raises(TypeError):
+        layer.source = "normal"  # type: ignore[assignment]
+    raw = _core.propagate(**_args(make_plan([4], input_dim=3, n_samples=5)))
+    with pytest.raises(AttributeError):
+        raw.hist = np.zeros((1, 30), np.int64)  # type: ignore[misc]
+
+
+def _bytes(value) -> bytes:
+    if isinstance(value, list):
+        return b"|".join(_bytes(v) for v in value)
+    return np.ascontiguousarray(value).tobytes()
+
+
+def test_the_result_fills_every_field_of_raw_stats():
+    plan = make_plan([4, 5], input_dim=3, n_samples=7, keep_activations=True)
+    raw = cpp.run(plan)
+    assert isinstance(raw, RawStats)
+    core = _core.propagate(**_args(plan, keep_activations=True))
+    for field in dataclasses.fields(RawStats):
+        assert _bytes(getattr(raw, field.name)) == _bytes(getattr(core, field.name)), field.name
+    assert [a.shape for a in raw.activations or []] == [(7, 4), (7, 5)]
+
+
+def test_drawn_weights_follow_the_distribution_affine_form():
+    plan = make_plan([6], init="he_uniform", input_dim=4, n_samples=3)
+    (spec,) = cpp._layer_specs(plan)
+    dist = plan.layers[0].distribution
+    assert dist is not None
+    assert spec.source == _core.WeightSource.uniform
+    assert (spec.scale, spec.shift) == dist.affine()
+    assert spec.weights is None
+
+
+def test_given_weights_must_have_the_layer_shape():
+    plan = make_plan([4], init="orthogonal", input_dim=3, n_samples=5)
+    (spec,) = cpp._layer_specs(plan)
+    assert spec.source == _core.WeightSource.given and spec.weights.shape == (3, 4)
+    spec.weights = np.zeros((4, 3))
+    with pytest.raises(ValueError, match=r"layer 0: weights must be an array of shape"):
+        _core.propagate(**_args(plan, layers=[spec]))
+    spec.weights = None
+    with pytest.raises(ValueError, match="layer 0: source given needs weights"):
+        _core.propagate(**_args(plan, layers=[spec]))
+
+
+@pytest.mark.parametrize("chunk_size", [1, 239, 241, 479])
+def test_the_kernel_checks_chunks_hold_whole_tiles(chunk_size):
+    plan = make_plan([3], input_dim=2, n_samples=500)
+    with pytest.raises(ValueError, match=r"chunk_size must be a multiple of TILE_ROWS \(240\)"):
+        _core.propagate(**_args(plan, chunk_size=chunk_size))
+
+
+@pytest.mark.parametrize("chunk_size", [240, 480, 500, 10**6])
+def test_chunks_of_whole_tiles_give_the_same_bits(chunk_size):
+    plan = make_plan([70, 9], input_dim=5, n_samples=500, dtype="float32", bias=0.2)
+    whole = _core.propagate(**_args(plan, chunk_size=500))
+    raw = _core.propagate(**_args(plan, chunk_size=chunk_size, threads=2))
+    for field in dataclasses.fields(RawStats):
+        assert _bytes(getattr(raw, field.name)) == _bytes(getattr(whole, field.name)), field.name
+
+
+def _stub() -> dict[str, ast.AST]:
+    path = Path(cpp.__file__).parent.parent / "_core.pyi"
+    return {
+        target.id if isinstance(node, ast.AnnAssign) else node.name: node
+        for node in ast.parse(path.read_text()).body
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AnnAssign))
+        for target in ([node.target] if isinstance(node, ast.AnnAssign) else [node])
+    }
+
+
+def _members(node: ast.AST) -> set[str]:
+    return {
+        n.name if isinstance(n, ast.FunctionDef) else n.target.id  # type: ignore[union-attr]
+        for n in node.body  # type: ignore[attr-defined]
+        if isinstance(n, ast.FunctionDef | ast.AnnAssign)
+        if not (isinstance(n, ast.FunctionDef) and n.name.startswith("__"))
+    }
+
+
+def test_the_stub_names_what_the_module_has():
+    stub = _stub()
+    public = {name for name in dir(_core) if not name.startswith("_")} | {"__version__"}
+    assert public == set(stub) - {"_Testing"}
+    testing = {name for name in dir(_core.testing) if not name.startswith("_")}
+    assert testing == _members(stub["_Testing"])
+    for cls in ("LayerSpec", "RawStats"):
+        have = {name for name in dir(getattr(_core, cls)) if not name.startswith("_")}
+        assert have == _members(stub[cls]), cls
