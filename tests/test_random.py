@@ -99,3 +99,32 @@ def test_seed_out_of_range():
         R.normal(-1, R.WEIGHTS, 0, 0, 4)
     with pytest.raises(ValueError, match="seed"):
         R.normal(2**64, R.WEIGHTS, 0, 0, 4)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_constants_are_typed_in_their_dtype(dtype):
+    """A float32 times a Python float is float32 in NumPy and float64 in Numba: every float
+    constant of a dtype must be of that dtype, so that both compute alike."""
+    constants = R.float_constants(np.zeros(1, dtype))
+    floats = [getattr(constants, name) for name in ("one", "two", "half", "four", "minus_two",
+              "sqrt2", "ln2_hi", "ln2_lo", "pio2", "round_magic")]  # fmt: skip
+    floats += [*constants.log_c, *constants.sin_c, *constants.cos_c]
+    assert all(np.asarray(c).dtype == dtype for c in floats)
+    bits = np.uint64 if dtype == np.float64 else np.uint32
+    for name in ("exp_shift", "mantissa", "one_bits"):
+        assert np.asarray(getattr(constants, name)).dtype == bits, name
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_building_blocks_element_by_element_equal_them_on_arrays(dtype):
+    """Blocks act element by element, as the Numba backend runs them; philox on scalars."""
+    u = R.uniform(4, R.AUX, 1, 0, 64, dtype)
+    v = R.uniform(4, R.AUX, 2, 0, 64, dtype)
+    z0, z1 = R.box_muller(v, u)
+    for i in range(u.size):
+        a, b = R.box_muller(v[i : i + 1], u[i : i + 1])
+        assert (a[0], b[0]) == (z0[i], z1[i])
+    words = R.philox4x32(tuple(np.uint64(w) for w in (1, 2, 3, 4)), (np.uint64(5), np.uint64(6)))
+    arrays = R.philox4x32(tuple(np.full(3, w, np.uint64) for w in (1, 2, 3, 4)),
+                          (np.uint64(5), np.uint64(6)))  # fmt: skip
+    assert all(int(w) == int(a[2]) for w, a in zip(words, arrays, strict=True))

@@ -2,6 +2,16 @@
 
 Every backend applies the same formulas; the forms below are chosen to be accurate over
 the whole real line (no cancellation in the tails), and the kernels follow them.
+
+Unlike the random numbers (:mod:`initscope.random`, bit-identical in every backend), the
+activations are specified as functions, not as bits: NumPy's ``tanh``, ``exp`` and
+``erfc`` differ from one library to another by an ulp or so.  The two compiled backends
+share one implementation, vectorisable polynomials for exp and expm1 within 4 ulp of the
+correctly rounded values (``cpp/include/initscope/activations.hpp``, and its copy in
+``backends/_numba_activations.py``), so they agree with each other bit for bit, and with
+these formulas to a few ulp.  The Numba backend does not jit the formulas below: on
+scalars they are calls into libm that LLVM cannot vectorise, which makes a tanh network
+at the seed shape 1.5 (float64) to 1.9 (float32) times slower.
 """
 
 from __future__ import annotations
@@ -135,13 +145,3 @@ def activation(name: str | Activation, param: float | None = None) -> Activation
     if not math.isfinite(param):
         raise ValueError(f"activation parameter must be finite, got {param}")
     return Activation(name, _CODES[name], param, _SATURATION.get(name))
-
-
-def leaky_relu(negative_slope: float = 0.01) -> Activation:
-    """Leaky ReLU with the given negative slope."""
-    return activation("leaky_relu", negative_slope)
-
-
-def elu(alpha: float = 1.0) -> Activation:
-    """ELU with the given alpha."""
-    return activation("elu", alpha)

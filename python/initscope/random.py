@@ -33,12 +33,22 @@ Normals (Box-Muller)
     ``log f = 2 atanh(s)``, ``s = (f - 1) / (f + 1)``, the series in ``s**2`` to 1 ulp.
     sincos(2 pi u): ``k = rint(4u)``, ``t = (4u - k) * pi/2`` (exact reduction, ``|t| <= pi/4``),
     Taylor series of sin and cos in ``t``, then the quadrant ``k mod 4``.
+
+Building blocks
+    The functions from :func:`philox4x32` to :func:`block_values32` are the definition
+    above, and they are written so that they mean the same on NumPy arrays (as
+    :func:`normal` and :func:`uniform` call them, a block per element) and on scalars,
+    where the Numba backend compiles these very functions into its kernels: typed
+    constants only (a float32 times a Python float is float64 in Numba), and five
+    primitives (:func:`as_bits`, :func:`from_bits`, :func:`cast`, :func:`select`,
+    :func:`float_constants`) that Numba gives a scalar form of.  So the backends cannot
+    drift from the specification: there is no second copy to drift.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Final
+from typing import Final, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -64,12 +74,60 @@ _M0 = np.uint64(0xD2511F53)
 _M1 = np.uint64(0xCD9E8D57)
 _W0 = np.uint64(0x9E3779B9)
 _W1 = np.uint64(0xBB67AE85)
+_ZERO = np.uint64(0)
+_ONE = np.uint64(1)
+_TWO = np.uint64(2)
+_THREE = np.uint64(3)
+_SH5 = np.uint64(5)
+_SH6 = np.uint64(6)
+_SH8 = np.uint64(8)
 
 Words = tuple[NDArray[np.uint64], NDArray[np.uint64], NDArray[np.uint64], NDArray[np.uint64]]
 
 
+# ---- primitives: NumPy's forms here, the Numba backend's scalar forms in its kernels -------
+
+
+def as_bits(x: NDArray) -> NDArray:
+    """The bits of float64 values as uint64, of float32 values as uint32."""
+    return x.view(np.uint64 if x.dtype == np.float64 else np.uint32)
+
+
+def from_bits(bits: NDArray, like: NDArray) -> NDArray:
+    """The floats of the dtype of ``like`` whose bits are ``bits`` (of the same width)."""
+    return bits.view(like.dtype)
+
+
+def cast(value: NDArray, like: NDArray) -> NDArray:
+    """``value`` (integers) converted to the float dtype of ``like``."""
+    return np.asarray(value).astype(like.dtype)
+
+
+def select(condition: NDArray, a: NDArray, b: NDArray) -> NDArray:
+    """``a`` where ``condition`` holds, else ``b``."""
+    return np.where(condition, a, b)
+
+
+# ---- Philox4x32-10 ---------------------------------------------------------------------------
+
+
 def philox4x32(counter: Words, key: tuple[np.uint64, np.uint64], rounds: int = 10) -> Words:
-    """Philox4x32 on arrays of 32-bit words held in uint64 (so products do not wrap)."""
+    """Philox4x32 on 32-bit words held in uint64 (so products do not wrap).
+
+    Parameters
+    ----------
+    counter : tuple of four uint64 arrays (or scalars)
+        The counter words ``(c0, c1, c2, c3)``, each below ``2**32``.
+    key : tuple of two uint64
+        The key words ``(k0, k1)``, each below ``2**32``.
+    rounds : int, optional
+        Rounds of the bijection; 10 is Philox4x32-10.
+
+    Returns
+    -------
+    tuple of four uint64 arrays (or scalars)
+        The output words, each below ``2**32``.
+    """
     c0, c1, c2, c3 = counter
     k0, k1 = key
     for r in range(rounds):
@@ -87,6 +145,11 @@ def philox4x32(counter: Words, key: tuple[np.uint64, np.uint64], rounds: int = 1
     return c0, c1, c2, c3
 
 
+def block_words(block, stream, layer, key):
+    """The four words of block ``block`` (uint64) of ``(stream, layer)`` (uint64)."""
+    return philox4x32((block & _MASK, block >> _SHIFT32, stream, layer), key)
+
+
 def _key(seed: int) -> tuple[np.uint64, np.uint64]:
     seed = int(seed)
     if not 0 <= seed < 2**64:
@@ -94,135 +157,171 @@ def _key(seed: int) -> tuple[np.uint64, np.uint64]:
     return np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32)
 
 
-def _blocks(seed: int, stream: int, layer: int, first: int, count: int) -> Words:
-    """The Philox words of blocks ``first .. first + count - 1``."""
-    block = np.arange(first, first + count, dtype=np.uint64)
-    counter = (
-        block & _MASK,
-        block >> _SHIFT32,
-        np.full(count, stream, dtype=np.uint64),
-        np.full(count, layer, dtype=np.uint64),
-    )
-    return philox4x32(counter, _key(seed))
+# ---- uniforms ---------------------------------------------------------------------------------
 
 
-# ---- uniforms -------------------------------------------------------------------------
+def uniform53(hi, lo):
+    """``(a * 2**26 + b) * 2**-53``, ``a = hi >> 5``, ``b = lo >> 6``, in float64.
 
-
-def _uniform53(hi: NDArray[np.uint64], lo: NDArray[np.uint64]) -> NDArray[np.float64]:
-    a = (hi >> np.uint64(5)).astype(np.float64)
-    b = (lo >> np.uint64(6)).astype(np.float64)
+    ``a`` and ``b`` go through int32, which holds them exactly, because an int32 converts
+    to float in one vector instruction and a uint64 does not.
+    """
+    a = np.float64(np.int32(hi >> _SH5))
+    b = np.float64(np.int32(lo >> _SH6))
     return (a * 67108864.0 + b) * 2.0**-53
 
 
-def _uniform24(word: NDArray[np.uint64]) -> NDArray[np.float32]:
-    return (word >> np.uint64(8)).astype(np.float32) * np.float32(2.0**-24)
+def uniform24(word):
+    """``(word >> 8) * 2**-24`` in float32."""
+    return np.float32(np.int32(word >> _SH8)) * np.float32(2.0**-24)
 
 
-def _block_uniforms(words: Words, dtype: np.dtype) -> list[NDArray]:
-    if dtype == np.float64:
-        return [_uniform53(words[0], words[1]), _uniform53(words[2], words[3])]
-    return [_uniform24(w) for w in words]
-
-
-# ---- log and sincos: the exact operation sequences the kernels follow ------------------
+# ---- log and sincos: the exact operation sequences the kernels follow --------------------
 
 # fmt: off
-_LOG_C64 = [float.fromhex(h) for h in (
+_LOG_C64 = tuple(float.fromhex(h) for h in (
     "0x1.5555555555555p-2", "0x1.999999999999ap-3", "0x1.2492492492492p-3",
     "0x1.c71c71c71c71cp-4", "0x1.745d1745d1746p-4", "0x1.3b13b13b13b14p-4",
     "0x1.1111111111111p-4", "0x1.e1e1e1e1e1e1ep-5", "0x1.af286bca1af28p-5",
     "0x1.8618618618618p-5",
-)]  # 1/3, 1/5, ..., 1/21
-_SIN_C64 = [float.fromhex(h) for h in (
+))  # 1/3, 1/5, ..., 1/21
+_SIN_C64 = tuple(float.fromhex(h) for h in (
     "-0x1.5555555555555p-3", "0x1.1111111111111p-7", "-0x1.a01a01a01a01ap-13",
     "0x1.71de3a556c734p-19", "-0x1.ae64567f544e4p-26", "0x1.6124613a86d09p-33",
     "-0x1.ae7f3e733b81fp-41", "0x1.952c77030ad4ap-49",
-)]  # (-1)^k / (2k+1)!, k = 1..8
-_COS_C64 = [float.fromhex(h) for h in (
+))  # (-1)^k / (2k+1)!, k = 1..8
+_COS_C64 = tuple(float.fromhex(h) for h in (
     "-0x1.0000000000000p-1", "0x1.5555555555555p-5", "-0x1.6c16c16c16c17p-10",
     "0x1.a01a01a01a01ap-16", "-0x1.27e4fb7789f5cp-22", "0x1.1eed8eff8d898p-29",
     "-0x1.93974a8c07c9dp-37", "0x1.ae7f3e733b81fp-45", "-0x1.6827863b97d97p-53",
-)]  # (-1)^k / (2k)!, k = 1..9
+))  # (-1)^k / (2k)!, k = 1..9
 # fmt: on
-_LOG_C32 = _LOG_C64[:5]
-_SIN_C32 = _SIN_C64[:5]
-_COS_C32 = _COS_C64[:5]
-
-# ln 2 split so that e * LN2_HI is exact for |e| < 2**11 (float64) or 2**8 (float32)
-_LN2_HI64 = float.fromhex("0x1.62e42feep-1")
-_LN2_LO64 = float.fromhex("0x1.a39ef35793c76p-33")
-_LN2_HI32 = float.fromhex("0x1.62ep-1")
-_LN2_LO32 = float.fromhex("0x1.0bfbe8p-15")
-_PIO2_64 = float.fromhex("0x1.921fb54442d18p+0")
-_PIO2_32 = float.fromhex("0x1.921fb6p+0")
 
 
-def _horner(z: NDArray, coefs: list[float], dtype: np.dtype) -> NDArray:
-    """``1 + z * (c[0] + z * (c[1] + ...))``, each step rounded in ``dtype``."""
-    t = dtype.type
-    p = np.full_like(z, t(coefs[-1]))
-    for c in reversed(coefs[:-1]):
-        p = p * z + t(c)
-    return p * z + t(1.0)
+class FloatConstants(NamedTuple):
+    """The constants of one float dtype, each of that dtype (or of its bits' integer type)."""
+
+    one: float
+    two: float
+    half: float
+    four: float
+    minus_two: float
+    sqrt2: float  # log's reduction: f in [sqrt(1/2), sqrt(2))
+    ln2_hi: float  # ln 2 split so that e * ln2_hi is exact for every exponent e
+    ln2_lo: float
+    pio2: float
+    round_magic: float  # 1.5 * 2**p: x + it - it is rint(x), ties to even, for |x| < 2**(p-1)
+    log_c: tuple[float, ...]  # log's atanh series, sin's and cos's Taylor series
+    sin_c: tuple[float, ...]
+    cos_c: tuple[float, ...]
+    exp_shift: np.unsignedinteger  # the exponent field of the bits
+    exp_bias: np.signedinteger
+    mantissa: np.unsignedinteger
+    one_bits: np.unsignedinteger
 
 
-def log_unit(u: NDArray) -> NDArray:
+_F32 = np.float32
+# ln2_hi: e * ln2_hi is exact for |e| < 2**11 (float64) or 2**8 (float32)
+_FLOAT64 = FloatConstants(
+    one=1.0, two=2.0, half=0.5, four=4.0, minus_two=-2.0, sqrt2=math.sqrt(2.0),
+    ln2_hi=float.fromhex("0x1.62e42feep-1"), ln2_lo=float.fromhex("0x1.a39ef35793c76p-33"),
+    pio2=float.fromhex("0x1.921fb54442d18p+0"), round_magic=float.fromhex("0x1.8p52"),
+    log_c=_LOG_C64, sin_c=_SIN_C64, cos_c=_COS_C64,
+    exp_shift=np.uint64(52), exp_bias=np.int64(1023),
+    mantissa=np.uint64(0x000FFFFFFFFFFFFF), one_bits=np.uint64(0x3FF0000000000000),
+)  # fmt: skip
+_FLOAT32 = FloatConstants(
+    one=_F32(1.0), two=_F32(2.0), half=_F32(0.5), four=_F32(4.0), minus_two=_F32(-2.0),
+    sqrt2=_F32(math.sqrt(2.0)),
+    ln2_hi=_F32(float.fromhex("0x1.62ep-1")), ln2_lo=_F32(float.fromhex("0x1.0bfbe8p-15")),
+    pio2=_F32(float.fromhex("0x1.921fb6p+0")), round_magic=_F32(float.fromhex("0x1.8p23")),
+    log_c=tuple(_F32(c) for c in _LOG_C64[:5]),
+    sin_c=tuple(_F32(c) for c in _SIN_C64[:5]),
+    cos_c=tuple(_F32(c) for c in _COS_C64[:5]),
+    exp_shift=np.uint32(23), exp_bias=np.int64(127),
+    mantissa=np.uint32(0x007FFFFF), one_bits=np.uint32(0x3F800000),
+)  # fmt: skip
+
+
+def float_constants(x: NDArray) -> FloatConstants:
+    """The constants of the dtype of ``x``."""
+    return _FLOAT64 if x.dtype == np.float64 else _FLOAT32
+
+
+def horner(z, coefs, one):
+    """``1 + z * (c[0] + z * (c[1] + ...))``, each step rounded in the dtype of ``z``."""
+    p = coefs[len(coefs) - 1]
+    for i in range(len(coefs) - 2, -1, -1):
+        p = p * z + coefs[i]
+    return p * z + one
+
+
+def log_unit(u):
     """Natural log of ``u`` in ``(0, 1]`` (normal numbers), to about 1 ulp."""
-    dtype = u.dtype
-    t = dtype.type
-    if dtype == np.float64:
-        bits = u.view(np.uint64)
-        e = (bits >> np.uint64(52)).astype(np.int64) - 1023
-        f = ((bits & np.uint64(0x000FFFFFFFFFFFFF)) | np.uint64(0x3FF0000000000000)).view(
-            np.float64
-        )
-        coefs, ln2_hi, ln2_lo, sqrt2 = _LOG_C64, _LN2_HI64, _LN2_LO64, math.sqrt(2.0)
-    else:
-        bits32 = u.view(np.uint32)
-        e = (bits32 >> np.uint32(23)).astype(np.int32) - 127
-        f = ((bits32 & np.uint32(0x007FFFFF)) | np.uint32(0x3F800000)).view(np.float32)
-        coefs, ln2_hi, ln2_lo = _LOG_C32, _LN2_HI32, _LN2_LO32
-        sqrt2 = float(np.float32(math.sqrt(2.0)))
-    big = f > t(sqrt2)
-    f = np.where(big, f * t(0.5), f)
-    ef = (e + big).astype(dtype)
-    s = (f - t(1.0)) / (f + t(1.0))
-    log_f = t(2.0) * s * _horner(s * s, coefs, dtype)
-    return ef * t(ln2_hi) + (ef * t(ln2_lo) + log_f)
+    c = float_constants(u)
+    bits = as_bits(u)
+    e = np.int64(bits >> c.exp_shift) - c.exp_bias
+    f = from_bits((bits & c.mantissa) | c.one_bits, u)
+    big = f > c.sqrt2
+    f = select(big, f * c.half, f)
+    ef = cast(e + np.int64(big), u)
+    s = (f - c.one) / (f + c.one)
+    log_f = c.two * s * horner(s * s, c.log_c, c.one)
+    return ef * c.ln2_hi + (ef * c.ln2_lo + log_f)
 
 
-def sincos_2pi(u: NDArray) -> tuple[NDArray, NDArray]:
+def sincos_2pi(u):
     """``(sin(2 pi u), cos(2 pi u))`` for ``u`` in ``[0, 1)``."""
-    dtype = u.dtype
-    t = dtype.type
-    if dtype == np.float64:
-        sin_c, cos_c, pio2 = _SIN_C64, _COS_C64, _PIO2_64
-    else:
-        sin_c, cos_c, pio2 = _SIN_C32, _COS_C32, _PIO2_32
-    v = u * t(4.0)
-    k = np.rint(v)
-    x = (v - k) * t(pio2)
+    c = float_constants(u)
+    v = u * c.four
+    shifted = v + c.round_magic
+    k = shifted - c.round_magic  # rint(v)
+    x = (v - k) * c.pio2
     z = x * x
-    s = x * _horner(z, sin_c, dtype)
-    c = _horner(z, cos_c, dtype)
-    q = k.astype(np.int64) & 3
-    sin = np.where(q == 0, s, np.where(q == 1, c, np.where(q == 2, -s, -c)))
-    cos = np.where(q == 0, c, np.where(q == 1, -s, np.where(q == 2, -c, s)))
-    return sin, cos
+    s = x * horner(z, c.sin_c, c.one)
+    co = horner(z, c.cos_c, c.one)
+    quadrant = np.uint64(as_bits(shifted)) & _THREE  # k mod 4: the low bits of the mantissa
+    odd = (quadrant & _ONE) != _ZERO
+    negate = (quadrant & _TWO) != _ZERO
+    sin = select(odd, co, s)  # sin(t + q pi/2): s, c, -s, -c
+    cos = select(odd, -s, co)  # cos(t + q pi/2): c, -s, -c, s
+    return select(negate, -sin, sin), select(negate, -cos, cos)
 
 
-def _box_muller(v: NDArray, u: NDArray) -> tuple[NDArray, NDArray]:
-    t = v.dtype.type
-    r = np.sqrt(t(-2.0) * log_unit(t(1.0) - v))
+def box_muller(v, u):
+    """``(r cos 2 pi u, r sin 2 pi u)``, ``r = sqrt(-2 log(1 - v))``."""
+    c = float_constants(v)
+    r = np.sqrt(c.minus_two * log_unit(c.one - v))
     sin, cos = sincos_2pi(u)
     return r * cos, r * sin
+
+
+def block_values64(words, normal):
+    """float64 elements ``2b, 2b + 1`` from the words of block ``b``: normals or uniforms."""
+    v = uniform53(words[0], words[1])
+    u = uniform53(words[2], words[3])
+    if normal:
+        return box_muller(v, u)
+    return v, u
+
+
+def block_values32(words, normal):
+    """float32 elements ``4b .. 4b + 3`` from the words of block ``b``."""
+    u0 = uniform24(words[0])
+    u1 = uniform24(words[1])
+    u2 = uniform24(words[2])
+    u3 = uniform24(words[3])
+    if normal:
+        z0, z1 = box_muller(u0, u1)
+        z2, z3 = box_muller(u2, u3)
+        return z0, z1, z2, z3
+    return u0, u1, u2, u3
 
 
 # ---- public draws -----------------------------------------------------------------------
 
 
-def _draw(kind: str, seed: int, stream: int, layer: int, start: int, count: int, dtype) -> NDArray:
+def _draw(normal: bool, seed: int, stream: int, layer: int, start: int, count: int, dtype):
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
@@ -231,14 +330,9 @@ def _draw(kind: str, seed: int, stream: int, layer: int, start: int, count: int,
     per_block = 2 if dtype == np.float64 else 4
     first = start // per_block
     last = (start + count - 1) // per_block
-    words = _blocks(seed, stream, layer, first, last - first + 1)
-    us = _block_uniforms(words, dtype)
-    if kind == "uniform":
-        values = us
-    else:
-        values = []
-        for v, u in zip(us[0::2], us[1::2], strict=True):
-            values.extend(_box_muller(v, u))
+    block = np.arange(first, last + 1, dtype=np.uint64)
+    words = block_words(block, np.uint64(stream), np.uint64(layer), _key(seed))
+    values = (block_values64 if dtype == np.float64 else block_values32)(words, normal)
     out = np.stack(values, axis=1).reshape(-1)  # element per_block*b + j
     offset = start - first * per_block
     return out[offset : offset + count]
@@ -247,13 +341,33 @@ def _draw(kind: str, seed: int, stream: int, layer: int, start: int, count: int,
 def normal(
     seed: int, stream: int, layer: int, start: int, count: int, dtype: object = np.float64
 ) -> NDArray:
-    """Standard normals ``start .. start + count - 1`` of one stream."""
+    """Standard normals ``start .. start + count - 1`` of one stream.
+
+    Parameters
+    ----------
+    seed : int
+        The key, in ``[0, 2**64)``.
+    stream, layer : int
+        The counter's high words (``INPUTS``, ``WEIGHTS``, ``BIASES`` or ``AUX``, and the
+        layer index).
+    start, count : int
+        The first element and the number of elements.
+    dtype : float32 or float64, optional
+
+    Returns
+    -------
+    ndarray
+        ``count`` normals of ``dtype``.
+    """
     with np.errstate(all="ignore"):
-        return _draw("normal", seed, stream, layer, start, count, dtype)
+        return _draw(True, seed, stream, layer, start, count, dtype)
 
 
 def uniform(
     seed: int, stream: int, layer: int, start: int, count: int, dtype: object = np.float64
 ) -> NDArray:
-    """Uniforms on ``[0, 1)``, elements ``start .. start + count - 1`` of one stream."""
-    return _draw("uniform", seed, stream, layer, start, count, dtype)
+    """Uniforms on ``[0, 1)``, elements ``start .. start + count - 1`` of one stream.
+
+    The parameters are those of :func:`normal`.
+    """
+    return _draw(False, seed, stream, layer, start, count, dtype)
