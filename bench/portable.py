@@ -13,6 +13,9 @@ portable-<machine>.json``) the medians and their ratio.  Timings share no core w
         python bench/portable.py
 
 ``--no-build`` reuses the builds already there.  The target: dispatched within 3 % of native.
+``--instructions`` also counts the instructions of one run of each shape on one thread under
+``valgrind --tool=callgrind``: a figure that, unlike a time, does not move with the load of
+a shared machine.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -44,9 +48,9 @@ import hashlib, json, sys, time
 import initscope
 from initscope.backends.cpp import _load
 _core = _load()  # OpenBLAS first, then the extension
-n, width, depth, dtype, repeats = sys.argv[1:]
+n, width, depth, dtype, repeats, threads = sys.argv[1:]
 run = lambda: initscope.propagate([int(width)] * int(depth), n_samples=int(n), dtype=dtype,
-                                  backend="cpp")
+                                  backend="cpp", threads=int(threads) or None)
 result = run()
 times = []
 for _ in range(int(repeats)):
@@ -77,16 +81,28 @@ def build(name: str) -> Path:
     return site
 
 
-def measure(site: Path, shape: tuple[int, int, int], dtype: str, repeats: int) -> dict[str, Any]:
-    """One worker's timings of `shape` with the build in `site`."""
+def measure(
+    site: Path,
+    shape: tuple[int, int, int],
+    dtype: str,
+    repeats: int,
+    threads: int = 0,
+    prefix: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """One worker's timings of `shape` with the build in `site` (threads 0: the default),
+    run behind the command `prefix` (a profiler) if given."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
     }
     env.pop("INITSCOPE_ISA", None)
-    args = [*map(str, shape), dtype, str(repeats)]
+    args = [*map(str, shape), dtype, str(repeats), str(threads)]
     done = subprocess.run(
-        [sys.executable, "-c", WORKER, *args], env=env, capture_output=True, text=True, check=True
+        [*prefix, sys.executable, "-c", WORKER, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     out = json.loads(done.stdout.splitlines()[-1])
     if not out["file"].startswith(str(site)):
@@ -94,11 +110,28 @@ def measure(site: Path, shape: tuple[int, int, int], dtype: str, repeats: int) -
     return out
 
 
+def instructions(site: Path, shape: tuple[int, int, int], dtype: str) -> int:
+    """Instructions of one run of `shape` on one thread with the build in `site`: callgrind's
+    count of a worker with two timed runs, less that of one with none."""
+    counts = []
+    for repeats in (0, 2):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "callgrind.out"
+            prefix = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}")
+            measure(site, shape, dtype, repeats, threads=1, prefix=prefix)
+            summary = [line for line in out.read_text().splitlines() if line.startswith("summary:")]
+            counts.append(int(summary[0].split()[1]))
+    return (counts[1] - counts[0]) // 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=7, help="alternating rounds (default 7)")
     parser.add_argument("--no-build", action="store_true", help="reuse build/*/site")
     parser.add_argument("--out", type=Path, help="JSON results (default bench/results/...)")
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions under callgrind too"
+    )
     args = parser.parse_args(argv)
 
     sites = {}
@@ -122,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
             failed |= not same
             medians = {name: statistics.median(t) for name, t in times.items()}
             ratio = medians["dispatched"] / medians["native"]
+            counted = (
+                {name: instructions(sites[name], shape, dtype) for name in BUILDS}
+                if args.instructions
+                else None
+            )
             rows.append(
                 {
                     "shape": "x".join(map(str, shape)),
@@ -133,12 +171,22 @@ def main(argv: list[str] | None = None) -> int:
                     "ratio": ratio,
                     "within_target": ratio <= TARGET,
                     "same_results": same,
+                    "instructions": counted,
+                    "instruction_ratio": counted["dispatched"] / counted["native"]
+                    if counted
+                    else None,
                 }
             )
             print(
                 f"{rows[-1]['shape']:>14} {dtype:8} dispatched ({info['dispatched']['isa']}) "
                 f"{medians['dispatched'] * 1e3:8.2f} ms   native {medians['native'] * 1e3:8.2f} ms"
-                f"   ratio {ratio:.3f}{'' if same else '   RESULTS DIFFER'}",
+                f"   ratio {ratio:.3f}{'' if same else '   RESULTS DIFFER'}"
+                + (
+                    f"   instructions {counted['dispatched']:.4g} / {counted['native']:.4g}"
+                    f" = {counted['dispatched'] / counted['native']:.4f}"
+                    if counted
+                    else ""
+                ),
                 flush=True,
             )
 

@@ -226,6 +226,10 @@ QEMU_MODELS = {"Nehalem": "v2", "Haswell": "v3"}
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("qemu-x86_64") is None, reason="qemu-user is not installed")
+@pytest.mark.skipif(
+    "-fsanitize" in BUILD["cxx_flags"],
+    reason="a sanitized build needs its runtime preloaded, which qemu-user cannot host",
+)
 @pytest.mark.skipif(not DISPATCHED, reason="no dispatched build (INITSCOPE_NATIVE or not x86-64)")
 @pytest.mark.parametrize(("model", "isa"), QEMU_MODELS.items())
 def test_runs_on_older_cpus_under_qemu(model, isa):

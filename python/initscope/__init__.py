@@ -8,22 +8,27 @@ Hidden layer 1 had mean ... and std ...
 
 from __future__ import annotations
 
-from . import schemes
+from . import plot, schemes
 from .activations import ACTIVATIONS, Activation
 from .api import make_weights, propagate
 from .backends import available_backends
 from .result import PropagationResult
 from .schemes import calculate_gain
+from .sweep import SweepError, load_sweep, sweep
 
 __all__ = [
     "ACTIVATIONS",
     "Activation",
     "PropagationResult",
+    "SweepError",
     "available_backends",
     "calculate_gain",
+    "load_sweep",
     "make_weights",
+    "plot",
     "propagate",
     "schemes",
+    "sweep",
 ]
 
 __version__ = "0.1.0"

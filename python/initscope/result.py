@@ -10,6 +10,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import matplotlib.figure
     import pandas
 
     from .plan import Plan
@@ -168,6 +171,44 @@ class PropagationResult:
             data[name] = getattr(self, name)
         data["hist"] = list(self.hist)
         return pd.DataFrame(data)
+
+    def plot(
+        self,
+        *,
+        ax: Any = None,
+        layers: Any = None,
+        log_std: bool = False,
+        overlay: Mapping[str, Any] | None = None,
+    ) -> matplotlib.figure.Figure:
+        """The classic experiment's figures in one figure (needs matplotlib).
+
+        Layer mean and layer std against depth, and one activation histogram per layer
+        from ``hist`` and ``bin_edges``, with the share of values outside ``hist_range``
+        written on each, so that a saturated or exploding layer is not silently cut off.
+
+        Parameters
+        ----------
+        ax
+            A Figure or SubFigure to draw in, or ``2 + len(layers)`` Axes (mean, std, then
+            one per histogram); default: a new figure.
+        layers
+            Layer numbers (1 to depth, or negative from the last) whose histograms to draw;
+            default: every layer up to 10, else 10 spread evenly from the first to the last.
+        log_std
+            A log y axis for the std panel (a vanishing signal spans decades).
+        overlay
+            More series drawn dashed over the measured ones: ``{label: source}``, where a
+            source is a mapping or an object giving ``"mean"`` and/or ``"std"`` per layer
+            (a prediction, another run).
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            The figure drawn on; ``fig.savefig("out.png")`` writes it.
+        """
+        from .plot import plot_result
+
+        return plot_result(self, ax=ax, layers=layers, log_std=log_std, overlay=overlay)
 
     @classmethod
     def from_raw(cls, plan: Plan, raw: RawStats, backend: str) -> PropagationResult:
