@@ -32,7 +32,7 @@ CHUNK_MIN_ROWS = 4096
 #: Samples ``[t * TILE_ROWS, (t + 1) * TILE_ROWS)`` are tile ``t`` of the compiled backends,
 #: one GEMM call each, and chunks hold whole tiles: every GEMM call's shape then depends on
 #: the number of samples alone, never on the chunk or the threads, so every BLAS kernel
-#: computes each sample alike.  The C++ header (``propagate.hpp``, ``_core.TILE_ROWS``) is
+#: computes each sample alike.  The C++ header (``kernel.hpp``, ``_core.TILE_ROWS``) is
 #: the source of this number; it is repeated here for machines without the extension.
 TILE_ROWS = 240
 

@@ -76,7 +76,7 @@ __all__ = [
     "run",
 ]
 
-# The C++ kernel's constants (propagate.hpp; _core.TILE_ROWS, ...), repeated because this
+# The C++ kernel's constants (kernel.hpp; _core.TILE_ROWS, ...), repeated because this
 # backend runs without the extension; tests/test_numba.py checks that they agree.
 #: Samples per tile, and per GEMM call.
 TILE_ROWS = 240
