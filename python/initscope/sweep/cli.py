@@ -84,7 +84,10 @@ def run_sweep(args: argparse.Namespace) -> int:
             import distributed
         except ImportError:
             raise ImportError("--scheduler needs Dask: pip install 'initscope[dask]'") from None
-        client = distributed.Client(args.scheduler)
+        try:
+            client = distributed.Client(args.scheduler)
+        except (OSError, TimeoutError) as error:
+            raise ValueError(f"--scheduler: cannot reach {args.scheduler!r}: {error}") from None
         executor = client.get_executor()
     try:
         frame = sweep(
@@ -97,7 +100,7 @@ def run_sweep(args: argparse.Namespace) -> int:
             workers=args.workers,
             out=args.out,
             resume=not args.restart,
-            progress=not args.no_progress,
+            progress=False if args.no_progress else None,  # None: when stderr is a terminal
             max_configs=None if args.yes else MAX_CONFIGS,
         )
     except SweepError as error:

@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 #: Version of what a written sweep holds (columns, hashes, seeds): part of every hash.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 #: Keywords of :func:`initscope.propagate` a sweep accepts in ``grid`` or ``fixed``.
 PROPAGATE_KEYS = (
@@ -336,14 +336,30 @@ def expand(
         chosen = {k: (normal_lists[k][i], lists[k][i]) for k, i in zip(keys, combo, strict=True)}
         chosen |= {k: (normal_fixed[k], constants[k]) for k in constants}
         configs.append(_config(index, chosen, repeats, seed))
+    _check_distinct(configs, keys, lists)
     identity = {
         "format": FORMAT_VERSION,
         "grid": {k: [t for t, _ in v] for k, v in normal_lists.items()},
-        "fixed": {k: t for k, (t, _) in normal_fixed.items()},
+        "fixed": {k: t for k, (t, _) in normal_fixed.items() if k not in _UNHASHED},
         "repeats": repeats,
         "seed": seed,
     }
     return configs, identity
+
+
+def _check_distinct(configs: list[Config], keys: list[str], lists: dict[str, list]) -> None:
+    """Two grid points that describe the same run (same ``config_id``) would be computed twice
+    and stored once: refuse them, naming both."""
+    first: dict[str, Config] = {}
+    for config in configs:
+        other = first.setdefault(config.config_id, config)
+        if other is not config:
+            differ = [k for k in keys if other.columns.get(k) != config.columns.get(k)]
+            where = ", ".join(f"{k}={other.columns[k]!r} and {config.columns[k]!r}" for k in differ)
+            raise ValueError(
+                f"grid: {where or 'two entries'} describe the same run (the same network, "
+                f"init and statistics): remove one of them"
+            )
 
 
 def _config(
@@ -377,7 +393,9 @@ def _config(
     hashed = dict(_DEFAULTS)
     hashed["init"] = tokens.get("init", _DEFAULTS["init"])
     hashed["activation"] = (
-        tokens["activation"] if "activation" in tokens else [_DEFAULTS["activation"], None]
+        tokens["activation"]
+        if "activation" in tokens
+        else normalise("activation", _DEFAULTS["activation"], "activation")[0]
     )
     for key in ("n_samples", "input_dim", "dtype", "bins", "hist_range", "backend", "seed"):
         if key in tokens:
