@@ -24,6 +24,8 @@ import initscope
 
 #: Every per-layer array of a result, all of which must be bit-identical.
 FIELDS = (*initscope.PropagationResult.LAYER_FIELDS, "hist")
+#: ... and those of a run with gradients.
+GRAD_FIELDS = (*initscope.PropagationResult.GRAD_FIELDS, "grad_hist", "grad_range")
 
 #: Shapes where kernels differ: float32 edge rows of a register block (65 units, 193 and
 #: 1000 samples: partial tiles), a deep stack with biases, and a layer wider than it is deep.
@@ -48,8 +50,9 @@ def results_for_every_split(backend: str, case: dict[str, Any]) -> list[Any]:
 def assert_identical(results: list[Any]) -> None:
     """Every result bit for bit the first (NaN equal to NaN)."""
     first = results[0]
+    names = FIELDS + (GRAD_FIELDS if first.has_gradients else ())
     for other in results[1:]:
-        for name in FIELDS:
+        for name in names:
             np.testing.assert_array_equal(getattr(other, name), getattr(first, name), name)
 
 

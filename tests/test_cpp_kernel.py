@@ -12,7 +12,7 @@ import pytest
 
 from initscope.backends import cpp
 from initscope.plan import make_plan
-from initscope.result import RawStats
+from initscope.result import GradRaw, RawStats
 
 try:
     cpp.check_available()
@@ -50,13 +50,25 @@ def _bytes(value) -> bytes:
     return np.ascontiguousarray(value).tobytes()
 
 
-def test_the_result_fills_every_field_of_raw_stats():
-    plan = make_plan([4, 5], input_dim=3, n_samples=7, keep_activations=True)
+def _assert_same_fields(raw, core, kind) -> None:
+    for field in dataclasses.fields(kind):
+        got, expected = getattr(raw, field.name), getattr(core, field.name)
+        if field.name == "grads" and got is not None:
+            _assert_same_fields(got, expected, GradRaw)
+        else:
+            assert _bytes(got) == _bytes(expected), field.name
+
+
+@pytest.mark.parametrize("gradients", [False, True])
+def test_the_result_fills_every_field_of_raw_stats(gradients):
+    plan = make_plan([4, 5], input_dim=3, n_samples=7, keep_activations=True, gradients=gradients)
     raw = cpp.run(plan)
     assert isinstance(raw, RawStats)
-    core = _core.propagate(**_args(plan, keep_activations=True))
-    for field in dataclasses.fields(RawStats):
-        assert _bytes(getattr(raw, field.name)) == _bytes(getattr(core, field.name)), field.name
+    core = _core.propagate(
+        **_args(plan, keep_activations=True, gradients=gradients, grad_bins=plan.grad_bins)
+    )
+    assert (core.grads is not None) == gradients
+    _assert_same_fields(raw, core, RawStats)
     assert [a.shape for a in raw.activations or []] == [(7, 4), (7, 5)]
 
 

@@ -5,8 +5,9 @@ The comparisons every fast backend shares (against the reference, across thread 
 chunk sizes) run on numba through the ``fast_backend`` fixture: test_backends.py,
 test_fuzz.py, invariance.py.  Here: the random numbers, bit for bit against the
 specification; activations and whole runs bit for bit against the C++ kernel (the two
-compiled backends share GEMM calls, activations and merge order); fork, interrupts, and
-the fallbacks when numba or scipy-openblas32 is missing.
+compiled backends share GEMM calls, activations and merge order); the memory a run
+allocates, measured, against its estimate; fork, interrupts, and the fallbacks when numba
+or scipy-openblas32 is missing.  The backward pass: test_numba_gradients.py.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import tracemalloc
 from dataclasses import replace
 
 import numpy as np
@@ -32,12 +34,13 @@ from initscope.backends import numba as jit  # noqa: E402
 from initscope.backends import numpy as reference  # noqa: E402
 from initscope.plan import make_plan  # noqa: E402
 
-#: Every array of a result.
+#: Every array of a result, and of its gradients.
 EVERYTHING = (*initscope.PropagationResult.LAYER_FIELDS, "hist")
+GRADS = (*initscope.PropagationResult.GRAD_FIELDS, "grad_hist", "grad_range")
 
 
 def assert_identical(a, b) -> None:
-    for name in EVERYTHING:
+    for name in EVERYTHING + (GRADS if b.has_gradients else ()):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
 
@@ -113,21 +116,53 @@ def test_constants_are_the_cpp_kernels():
     assert jit.SEGMENT == generator.SEGMENT == core.SEGMENT
 
 
+def _peak_bytes(plan) -> int:
+    """What a run of ``plan`` allocates at its peak (NumPy's allocations are traced)."""
+    jit.run(plan)  # compiled and loaded before tracing
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        jit.run(plan)
+        return tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("chunk_size", [None, 240])
+def test_weights_that_do_not_fit_the_cache_are_drawn_again(monkeypatch, chunk_size):
+    """Rotating weight buffers, drawn again for the way back: the same bits as kept weights,
+    and the run's peak memory is its estimate."""
+    kwargs = dict(widths=[256, 200, 256, 128], n_samples=700, chunk_size=chunk_size,
+                  init=["xavier", "he_uniform", "glorot_uniform", "xavier"], bias=0.1,
+                  gradients=True, dtype="float32")  # fmt: skip
+    kept = initscope.propagate(backend="numba", **kwargs)
+    plan = make_plan(**kwargs)
+    all_weights = sum(layer.fan_in * layer.fan_out for layer in plan.layers) * 4
+    monkeypatch.setattr(jit, "WEIGHT_CACHE_BYTES", all_weights - 1)
+    assert not jit._Weights(plan, plan.chunks, gradients=True).keep
+    assert_identical(initscope.propagate(backend="numba", **kwargs), kept)
+    estimate = jit.estimate_memory(plan)
+    assert plan.weight_bytes(jit.WEIGHT_CACHE_BYTES) == 2 * 256 * 256 * 4  # two buffers
+    peak = _peak_bytes(plan)
+    assert 0 <= peak - estimate <= 32 * 1024, (peak, estimate)
+
+
 @pytest.mark.parametrize(
-    ("widths", "n_samples", "chunk_size", "keep"),
-    [([300, 200], 1000, None, False), ([300, 200], 1000, 240, True), ([50] * 3, 5000, 480, False)],
-)
-def test_memory_estimate_counts_what_a_run_allocates(widths, n_samples, chunk_size, keep):
-    plan = make_plan(widths, n_samples=n_samples, chunk_size=chunk_size, keep_activations=keep,
-                     bins=1000)  # fmt: skip
-    buffers = 2 * plan.chunk_size * max(widths) * 8
-    tiles = plan.chunk_size // jit.TILE_ROWS + 2
-    weights = jit._Weights(plan, chunks=-(-n_samples // plan.chunk_size))
-    arrays = [b if b.base is None else b.base for b in weights.buffers]  # rotating: shared
-    held = {id(a): a.nbytes for a in arrays}
-    kept = n_samples * sum(widths) * 8 if keep else 0
-    assert sum(held.values()) == plan.weight_bytes(jit.WEIGHT_CACHE_BYTES)
-    assert jit.estimate_memory(plan) == buffers + sum(held.values()) + tiles * 1003 * 8 + kept
+    "kwargs",
+    [
+        dict(widths=[300, 200], n_samples=1000),
+        dict(widths=[300, 200], n_samples=1000, chunk_size=240, keep_activations=True),
+        dict(widths=[50] * 3, n_samples=5000, chunk_size=480),
+        dict(widths=[300, 200], n_samples=1000, gradients=True),
+        dict(widths=[120, 200, 90], n_samples=1500, chunk_size=480, gradients=True,
+             grad_bins=500, dtype="float32"),
+    ],
+)  # fmt: skip
+def test_memory_estimate_is_what_a_run_allocates(kwargs):
+    plan = make_plan(bins=1000, **kwargs)
+    estimate = jit.estimate_memory(plan)
+    peak = _peak_bytes(plan)
+    assert 0 <= peak - estimate <= 32 * 1024, (peak, estimate)
 
 
 def test_a_chunk_of_partial_tiles_is_refused():
@@ -138,10 +173,12 @@ def test_a_chunk_of_partial_tiles_is_refused():
 
 
 def test_weights_drawn_again_per_chunk_match_kept_weights(monkeypatch):
-    kwargs = dict(n_samples=700, chunk_size=240, backend="numba", init=["xavier", "he_uniform"])
-    kept = initscope.propagate([64, 32], **kwargs)
+    """Three layers: two rotating buffers then hold two of them, and each chunk draws again."""
+    kwargs = dict(n_samples=700, chunk_size=240, backend="numba",
+                  init=["xavier", "he_uniform", "glorot_uniform"])  # fmt: skip
+    kept = initscope.propagate([64, 32, 48], **kwargs)
     monkeypatch.setattr(jit, "WEIGHT_CACHE_BYTES", 0)
-    redrawn = initscope.propagate([64, 32], **kwargs)
+    redrawn = initscope.propagate([64, 32, 48], **kwargs)
     assert_identical(redrawn, kept)
 
 
@@ -259,16 +296,16 @@ def test_import_initscope_does_not_import_numba():
 
 
 def test_kernels_load_from_the_disk_cache_in_a_new_process():
-    initscope.propagate([8], n_samples=4, backend="numba")  # compiled and cached by now
+    initscope.propagate([8, 8], n_samples=4, backend="numba", gradients=True)  # cached by now
     out = _run("""
         import initscope
         from initscope.backends import numba as jit
-        initscope.propagate([8], n_samples=4, backend="numba")
-        print(sum(jit._layer.stats.cache_hits.values()),
-              sum(jit._layer.stats.cache_misses.values()))
+        initscope.propagate([8, 8], n_samples=4, backend="numba", gradients=True)
+        for kernel in (jit._layer, jit._backward):
+            print(sum(kernel.stats.cache_hits.values()),
+                  sum(kernel.stats.cache_misses.values()))
     """)
-    hits, misses = map(int, out.split())
-    assert (hits, misses) == (1, 0)
+    assert [tuple(map(int, line.split())) for line in out.splitlines()] == [(1, 0), (1, 0)]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

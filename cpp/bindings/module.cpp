@@ -49,11 +49,19 @@ struct PyLayerSpec {
 };
 
 /// What a run returns: the fields of initscope.result.RawStats, read-only.
+struct PyGradStats {
+    py::list unit_mean, unit_m2;
+    py::array_t<double> min, max, weight_grad_std, weight_grad_norm, weight_std;
+    py::array_t<std::int64_t> hist, below, above, nonfinite;
+    std::pair<double, double> hist_range;
+};
+
 struct PyRawStats {
     py::list unit_mean, unit_m2, pre_unit_mean, pre_unit_m2;
-    py::array_t<double> min, max;
+    py::array_t<double> min, max, deriv_sq_sum;
     py::array_t<std::int64_t> hist, below, above, zeros, saturated, nonfinite, pre_nonfinite;
     py::object activations = py::none();
+    py::object grads = py::none();  // a PyGradStats when the run had gradients
 };
 
 template <class T>
@@ -75,19 +83,21 @@ py::array draw_any(Draw kind, std::uint64_t seed, std::uint32_t stream, std::uin
     return draw<double>(kind, seed, stream, layer, start, count);
 }
 
+/// `apply` (an activation or its derivative, of TypedKernels<T>) of the array x.
 template <class T>
-py::array_t<T> activate_array(int code, double param, const py::array& x) {
+py::array_t<T> map_array(int code, double param, const py::array& x, bool derivative) {
     const auto in = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(x);
     if (!in) throw py::value_error("x must be convertible to an array of floats");
     py::array_t<T> out(in.request().shape);
     const ActivationCode act = activation_code(code);
-    const auto activate = kernels().typed<T>().activate;
+    const auto apply =
+        derivative ? kernels().typed<T>().derive : kernels().typed<T>().activate;
     const T* src = in.data();
     T* dst = out.mutable_data();
     const std::size_t size = static_cast<std::size_t>(in.size());
     {
         py::gil_scoped_release release;  // safe: reads `in` and writes `out`, both held here
-        activate(act, param, src, dst, size);
+        apply(act, param, src, dst, size);
     }
     return out;
 }
@@ -99,18 +109,65 @@ py::tuple philox(const std::array<std::uint32_t, 4>& counter,
     return py::make_tuple(words[0], words[1], words[2], words[3]);
 }
 
-py::array_t<std::int64_t> int_array(const std::vector<LayerResult>& results,
-                                    std::int64_t LayerResult::*field) {
-    py::array_t<std::int64_t> out(static_cast<py::ssize_t>(results.size()));
-    auto view = out.mutable_unchecked<1>();
-    for (std::size_t l = 0; l < results.size(); ++l)
-        view(static_cast<py::ssize_t>(l)) = results[l].*field;
-    return out;
-}
-
 py::array_t<double> vector_array(const std::vector<double>& values) {
     py::array_t<double> out(static_cast<py::ssize_t>(values.size()));
     std::copy(values.begin(), values.end(), out.mutable_data());
+    return out;
+}
+
+/// One float64 figure per layer, picked from each layer's result.
+template <class Pick>
+py::array_t<double> per_layer(const std::vector<LayerResult>& results, Pick pick) {
+    std::vector<double> values;
+    for (const auto& r : results) values.push_back(pick(r));
+    return vector_array(values);
+}
+
+/// One int64 count per layer, picked from each layer's result.
+template <class Pick>
+py::array_t<std::int64_t> per_layer_count(const std::vector<LayerResult>& results, Pick pick) {
+    py::array_t<std::int64_t> out(static_cast<py::ssize_t>(results.size()));
+    auto view = out.mutable_unchecked<1>();
+    for (std::size_t l = 0; l < results.size(); ++l)
+        view(static_cast<py::ssize_t>(l)) = pick(results[l]);
+    return out;
+}
+
+/// The (depth, bins) histogram counts of every layer.
+template <class Pick>
+py::array_t<std::int64_t> histograms(const std::vector<LayerResult>& results, int bins,
+                                     Pick pick) {
+    const auto depth = static_cast<py::ssize_t>(results.size());
+    py::array_t<std::int64_t> out({depth, static_cast<py::ssize_t>(bins)});
+    auto view = out.mutable_unchecked<2>();
+    for (py::ssize_t l = 0; l < depth; ++l) {
+        const std::vector<std::int64_t>& hist = pick(results[static_cast<std::size_t>(l)]);
+        for (py::ssize_t b = 0; b < bins; ++b) view(l, b) = hist[static_cast<std::size_t>(b)];
+    }
+    return out;
+}
+
+PyGradStats grad_stats(const std::vector<LayerResult>& results, int bins) {
+    PyGradStats out;
+    for (const auto& r : results) {
+        out.unit_mean.append(vector_array(r.grad.unit_mean));
+        out.unit_m2.append(vector_array(r.grad.unit_m2));
+    }
+    out.min = per_layer(results, [](const LayerResult& r) { return r.grad.min; });
+    out.max = per_layer(results, [](const LayerResult& r) { return r.grad.max; });
+    out.weight_grad_std =
+        per_layer(results, [](const LayerResult& r) { return r.grad.weight_grad_std; });
+    out.weight_grad_norm =
+        per_layer(results, [](const LayerResult& r) { return r.grad.weight_grad_norm; });
+    out.weight_std = per_layer(results, [](const LayerResult& r) { return r.grad.weight_std; });
+    out.hist = histograms(results, bins, [](const LayerResult& r) -> const auto& {
+        return r.grad.hist;
+    });
+    out.below = per_layer_count(results, [](const LayerResult& r) { return r.grad.below; });
+    out.above = per_layer_count(results, [](const LayerResult& r) { return r.grad.above; });
+    out.nonfinite =
+        per_layer_count(results, [](const LayerResult& r) { return r.grad.nonfinite; });
+    out.hist_range = {results.front().grad.hist_low, results.front().grad.hist_high};
     return out;
 }
 
@@ -118,7 +175,9 @@ template <class T>
 PyRawStats run(std::uint64_t n_samples, std::size_t input_dim, std::uint64_t seed,
                const py::object& inputs, const std::vector<PyLayerSpec>& layers, int bins,
                double hist_low, double hist_high, int threads, std::size_t chunk_size,
-               bool keep_activations) {
+               bool keep_activations, bool gradients, const py::object& output_grad,
+               int grad_bins, std::optional<std::pair<double, double>> grad_range,
+               std::size_t weight_cache_bytes) {
     using Array = py::array_t<T, py::array::c_style | py::array::forcecast>;
     RunSpec spec;
     spec.n_samples = n_samples;
@@ -129,6 +188,14 @@ PyRawStats run(std::uint64_t n_samples, std::size_t input_dim, std::uint64_t see
     spec.hist_high = hist_high;
     spec.threads = threads;
     spec.chunk_size = chunk_size;
+    spec.gradients = gradients;
+    spec.grad_bins = grad_bins;
+    spec.weight_cache_bytes = weight_cache_bytes;
+    if (grad_range) {
+        spec.grad_range_given = true;
+        spec.grad_low = grad_range->first;
+        spec.grad_high = grad_range->second;
+    }
 
     std::vector<py::array> alive;  // every array the core reads or writes, held until it ends
     if (!inputs.is_none()) {
@@ -178,6 +245,16 @@ PyRawStats run(std::uint64_t n_samples, std::size_t input_dim, std::uint64_t see
         }
         spec.layers.push_back(layer);
     }
+    if (!output_grad.is_none()) {
+        Array data = Array::ensure(output_grad);
+        const std::size_t width = layers.empty() ? 0 : layers.back().fan_out;
+        if (!gradients) throw py::value_error("output_grad needs gradients=True");
+        if (!data || data.ndim() != 2 || static_cast<std::uint64_t>(data.shape(0)) != n_samples ||
+            static_cast<std::size_t>(data.shape(1)) != width)
+            throw py::value_error("output_grad must be an array of shape (n_samples, widths[-1])");
+        spec.output_grad = data.data();
+        alive.push_back(data);
+    }
     const auto propagate = kernels().typed<T>().propagate;
 
     // Runs on the thread that released the GIL; it takes the GIL back only to let Python
@@ -195,29 +272,25 @@ PyRawStats run(std::uint64_t n_samples, std::size_t input_dim, std::uint64_t see
         throw py::error_already_set();  // the KeyboardInterrupt PyErr_CheckSignals raised
     }
 
-    const auto depth = static_cast<py::ssize_t>(results.size());
     PyRawStats out;
-    out.min = py::array_t<double>(depth);
-    out.max = py::array_t<double>(depth);
-    out.hist = py::array_t<std::int64_t>({depth, static_cast<py::ssize_t>(bins)});
-    auto hist_view = out.hist.mutable_unchecked<2>();
-    for (py::ssize_t l = 0; l < depth; ++l) {
-        const LayerResult& r = results[static_cast<std::size_t>(l)];
+    for (const auto& r : results) {
         out.unit_mean.append(vector_array(r.unit_mean));
         out.unit_m2.append(vector_array(r.unit_m2));
         out.pre_unit_mean.append(vector_array(r.pre_unit_mean));
         out.pre_unit_m2.append(vector_array(r.pre_unit_m2));
-        out.min.mutable_at(l) = r.min;
-        out.max.mutable_at(l) = r.max;
-        for (py::ssize_t b = 0; b < bins; ++b)
-            hist_view(l, b) = r.hist[static_cast<std::size_t>(b)];
     }
-    out.below = int_array(results, &LayerResult::below);
-    out.above = int_array(results, &LayerResult::above);
-    out.zeros = int_array(results, &LayerResult::zeros);
-    out.saturated = int_array(results, &LayerResult::saturated);
-    out.nonfinite = int_array(results, &LayerResult::nonfinite);
-    out.pre_nonfinite = int_array(results, &LayerResult::pre_nonfinite);
+    out.min = per_layer(results, [](const LayerResult& r) { return r.min; });
+    out.max = per_layer(results, [](const LayerResult& r) { return r.max; });
+    out.deriv_sq_sum = per_layer(results, [](const LayerResult& r) { return r.deriv_sq_sum; });
+    out.hist = histograms(results, bins, [](const LayerResult& r) -> const auto& { return r.hist; });
+    out.below = per_layer_count(results, [](const LayerResult& r) { return r.below; });
+    out.above = per_layer_count(results, [](const LayerResult& r) { return r.above; });
+    out.zeros = per_layer_count(results, [](const LayerResult& r) { return r.zeros; });
+    out.saturated = per_layer_count(results, [](const LayerResult& r) { return r.saturated; });
+    out.nonfinite = per_layer_count(results, [](const LayerResult& r) { return r.nonfinite; });
+    out.pre_nonfinite =
+        per_layer_count(results, [](const LayerResult& r) { return r.pre_nonfinite; });
+    if (gradients) out.grads = py::cast(grad_stats(results, grad_bins));
     if (keep_activations) out.activations = kept;
     return out;
 }
@@ -243,15 +316,20 @@ void bind_testing(py::module_& m) {
         "Uniforms on [0, 1), elements start .. start + count - 1 (initscope.random.uniform).");
     m.def("philox4x32", &philox, py::arg("counter"), py::arg("key"),
           "One Philox4x32-10 block: the four output words of a counter and a key.");
-    m.def(
-        "activate",
-        [](int code, double param, const py::array& x) -> py::array {
-            if (py::dtype(x.dtype()).kind() == 'f' && x.itemsize() == 4)
-                return activate_array<float>(code, param, x);
-            return activate_array<double>(code, param, x);
-        },
-        py::arg("code"), py::arg("param"), py::arg("x"),
-        "The activation of kernel code `code` applied to x (float32 stays float32).");
+    for (const bool derivative : {false, true}) {
+        m.def(
+            derivative ? "derive" : "activate",
+            [derivative](int code, double param, const py::array& x) -> py::array {
+                if (py::dtype(x.dtype()).kind() == 'f' && x.itemsize() == 4)
+                    return map_array<float>(code, param, x, derivative);
+                return map_array<double>(code, param, x, derivative);
+            },
+            py::arg("code"), py::arg("param"), py::arg("x"),
+            derivative ? "The derivative of the activation of kernel code `code` at x (float32 "
+                         "stays float32)."
+                       : "The activation of kernel code `code` applied to x (float32 stays "
+                         "float32).");
+    }
     m.def("set_isa", &select_isa, py::arg("isa"),
           "Run the build for instruction set `isa` (one of build_info()['supported_isas']) "
           "from now on.");
@@ -319,24 +397,48 @@ PYBIND11_MODULE(_core, m) {
         .def_readonly("saturated", &PyRawStats::saturated)
         .def_readonly("nonfinite", &PyRawStats::nonfinite)
         .def_readonly("pre_nonfinite", &PyRawStats::pre_nonfinite)
-        .def_readonly("activations", &PyRawStats::activations);
+        .def_readonly("deriv_sq_sum", &PyRawStats::deriv_sq_sum)
+        .def_readonly("activations", &PyRawStats::activations)
+        .def_readonly("grads", &PyRawStats::grads);
+
+    py::class_<PyGradStats>(m, "GradStats",
+                            "What a run with gradients returns (initscope.result.GradRaw).")
+        .def_readonly("unit_mean", &PyGradStats::unit_mean)
+        .def_readonly("unit_m2", &PyGradStats::unit_m2)
+        .def_readonly("min", &PyGradStats::min)
+        .def_readonly("max", &PyGradStats::max)
+        .def_readonly("hist", &PyGradStats::hist)
+        .def_readonly("below", &PyGradStats::below)
+        .def_readonly("above", &PyGradStats::above)
+        .def_readonly("nonfinite", &PyGradStats::nonfinite)
+        .def_readonly("hist_range", &PyGradStats::hist_range)
+        .def_readonly("weight_grad_std", &PyGradStats::weight_grad_std)
+        .def_readonly("weight_grad_norm", &PyGradStats::weight_grad_norm)
+        .def_readonly("weight_std", &PyGradStats::weight_std);
 
     m.def(
         "propagate",
         [](std::uint64_t n_samples, std::size_t input_dim, std::uint64_t seed,
            const py::object& dtype, const py::object& inputs,
            const std::vector<PyLayerSpec>& layers, int bins, double hist_low, double hist_high,
-           int threads, std::size_t chunk_size, bool keep_activations) {
+           int threads, std::size_t chunk_size, bool keep_activations, bool gradients,
+           const py::object& output_grad, int grad_bins,
+           std::optional<std::pair<double, double>> grad_range, std::size_t weight_cache_bytes) {
             if (is_float32(dtype))
                 return run<float>(n_samples, input_dim, seed, inputs, layers, bins, hist_low,
-                                  hist_high, threads, chunk_size, keep_activations);
+                                  hist_high, threads, chunk_size, keep_activations, gradients,
+                                  output_grad, grad_bins, grad_range, weight_cache_bytes);
             return run<double>(n_samples, input_dim, seed, inputs, layers, bins, hist_low,
-                               hist_high, threads, chunk_size, keep_activations);
+                               hist_high, threads, chunk_size, keep_activations, gradients,
+                               output_grad, grad_bins, grad_range, weight_cache_bytes);
         },
         py::kw_only(), py::arg("n_samples"), py::arg("input_dim"), py::arg("seed"),
         py::arg("dtype"), py::arg("inputs"), py::arg("layers"), py::arg("bins"),
         py::arg("hist_low"), py::arg("hist_high"), py::arg("threads"), py::arg("chunk_size"),
-        py::arg("keep_activations"), "Run a checked plan; returns its RawStats.");
+        py::arg("keep_activations"), py::arg("gradients") = false,
+        py::arg("output_grad") = py::none(), py::arg("grad_bins") = 30,
+        py::arg("grad_range") = py::none(), py::arg("weight_cache_bytes") = kWeightCacheBytes,
+        "Run a checked plan; returns its RawStats.");
 
     m.def(
         "blas_info",

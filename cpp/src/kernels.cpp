@@ -31,6 +31,11 @@ void activate_array(ActivationCode code, double param, const T* in, T* out, std:
     activate<T>(code, param, in, out, n);
 }
 
+template <class T>
+void derive_array(ActivationCode code, double param, const T* in, T* out, std::size_t n) {
+    derive<T>(code, param, in, out, n);
+}
+
 void philox_block(std::uint32_t (&counter)[4], std::uint32_t k0, std::uint32_t k1) {
     philox4x32(counter, PhiloxKey{k0, k1});
 }
@@ -40,8 +45,8 @@ void philox_block(std::uint32_t (&counter)[4], std::uint32_t k0, std::uint32_t k
 extern const Kernels kernel_table;
 const Kernels kernel_table = {
     INITSCOPE_STR(INITSCOPE_ISA),
-    {&propagate<float>, &generate_plain<float>, &activate_array<float>},
-    {&propagate<double>, &generate_plain<double>, &activate_array<double>},
+    {&propagate<float>, &generate_plain<float>, &activate_array<float>, &derive_array<float>},
+    {&propagate<double>, &generate_plain<double>, &activate_array<double>, &derive_array<double>},
     &philox_block,
 };
 

@@ -8,7 +8,7 @@ Hidden layer 1 had mean ... and std ...
 
 from __future__ import annotations
 
-from . import plot, schemes
+from . import calibrate, plot, schemes, theory
 from .activations import ACTIVATIONS, Activation
 from .api import make_weights, propagate
 from .backends import available_backends
@@ -23,12 +23,14 @@ __all__ = [
     "SweepError",
     "available_backends",
     "calculate_gain",
+    "calibrate",
     "load_sweep",
     "make_weights",
     "plot",
     "propagate",
     "schemes",
     "sweep",
+    "theory",
 ]
 
 __version__ = "0.1.0"

@@ -94,6 +94,38 @@ class RawStats:
     def pre_nonfinite(self) -> NDArray[np.int64]: ...
     @property
     def activations(self) -> list[NDArray[np.floating]] | None: ...
+    @property
+    def deriv_sq_sum(self) -> NDArray[np.float64]: ...
+    @property
+    def grads(self) -> GradStats | None: ...
+
+class GradStats:
+    """What a run with gradients returns: the fields of ``initscope.result.GradRaw``."""
+
+    @property
+    def unit_mean(self) -> list[NDArray[np.float64]]: ...
+    @property
+    def unit_m2(self) -> list[NDArray[np.float64]]: ...
+    @property
+    def min(self) -> NDArray[np.float64]: ...
+    @property
+    def max(self) -> NDArray[np.float64]: ...
+    @property
+    def hist(self) -> NDArray[np.int64]: ...
+    @property
+    def below(self) -> NDArray[np.int64]: ...
+    @property
+    def above(self) -> NDArray[np.int64]: ...
+    @property
+    def nonfinite(self) -> NDArray[np.int64]: ...
+    @property
+    def hist_range(self) -> tuple[float, float]: ...
+    @property
+    def weight_grad_std(self) -> NDArray[np.float64]: ...
+    @property
+    def weight_grad_norm(self) -> NDArray[np.float64]: ...
+    @property
+    def weight_std(self) -> NDArray[np.float64]: ...
 
 def propagate(
     *,
@@ -109,6 +141,11 @@ def propagate(
     threads: int,
     chunk_size: int,
     keep_activations: bool,
+    gradients: bool = False,
+    output_grad: NDArray[np.floating] | None = None,
+    grad_bins: int = 30,
+    grad_range: tuple[float, float] | None = None,
+    weight_cache_bytes: int = ...,
 ) -> RawStats:
     """Run a checked plan; returns its RawStats."""
 
@@ -147,6 +184,8 @@ class _Testing(ModuleType):
         """One Philox4x32-10 block."""
     def activate(self, code: int, param: float, x: NDArray[np.floating]) -> NDArray[np.floating]:
         """The activation with kernel code ``code`` applied to ``x`` (dtype preserved)."""
+    def derive(self, code: int, param: float, x: NDArray[np.floating]) -> NDArray[np.floating]:
+        """The derivative of the activation with kernel code ``code`` at ``x``."""
     def set_isa(self, isa: str) -> None:
         """Run the build for instruction set ``isa`` (one of ``supported_isas``) from now on."""
 

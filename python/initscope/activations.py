@@ -12,6 +12,9 @@ correctly rounded values (``cpp/include/initscope/activations.hpp``, and its cop
 these formulas to a few ulp.  The Numba backend does not jit the formulas below: on
 scalars they are calls into libm that LLVM cannot vectorise, which makes a tanh network
 at the seed shape 1.5 (float64) to 1.9 (float32) times slower.
+
+:meth:`Activation.derivative` gives ``phi'(h)`` for the backward pass, evaluated in float64
+and rounded once to the run's dtype, in every backend.
 """
 
 from __future__ import annotations
@@ -89,6 +92,74 @@ def _silu(x: NDArray, p: float) -> NDArray:
     return x * _sigmoid(x)
 
 
+# ---- derivatives: float64 in, one rounding to the run's dtype at the end -------------------
+# The forms avoid overflow and cancellation in the tails: exp(-|h|) never overflows.
+
+_SQRT2: Final = math.sqrt(2.0)
+_INV_SQRT_2PI: Final = 1.0 / math.sqrt(2.0 * math.pi)
+_GELU_TANH_K: Final = 0.044715
+
+
+def _step(x: NDArray[np.float64], positive: float, other: float) -> NDArray[np.float64]:
+    """``positive`` where ``x > 0``, else ``other``; NaN where ``x`` is NaN."""
+    return np.where(np.isnan(x), np.nan, np.where(x > 0, positive, other))
+
+
+def _d_linear(x: NDArray[np.float64], p: float) -> NDArray[np.float64]:
+    return np.where(np.isnan(x), np.nan, 1.0)
+
+
+def _d_tanh(x: NDArray[np.float64], p: float) -> NDArray[np.float64]:
+    e = np.exp(-2.0 * np.abs(x))
+    return 4.0 * e / ((1.0 + e) * (1.0 + e))
+
+
+def _d_relu(x: NDArray[np.float64], p: float) -> NDArray[np.float64]:
+    return _step(x, 1.0, 0.0)
+
+
+def _d_leaky_relu(x: NDArray[np.float64], p: float) -> NDArray[np.float64]:
+    return _step(x, 1.0, p)
+
+
+def _d_sigmoid(x: NDArray[np.float64], p: float) -> NDArray[np.float64]:
+    e = np.exp(-np.abs(x))
+    return e / ((1.0 + e) * (1.0 + e))
+
+
+def _d_softplus(x: NDArray[np.float64], p: float) -> NDArray[np.float64]:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _d_elu(x: NDArray[np.float64], p: float) -> NDArray[np.float64]:
+    return np.where(x > 0, 1.0, p * np.exp(x))  # exp(NaN) is NaN
+
+
+def _d_selu(x: NDArray[np.float64], p: float) -> NDArray[np.float64]:
+    return SELU_SCALE * np.where(x > 0, 1.0, SELU_ALPHA * np.exp(x))
+
+
+def _d_gelu(x: NDArray[np.float64], p: float) -> NDArray[np.float64]:
+    tail = np.asarray(_erfc(-x / _SQRT2), dtype=np.float64)
+    return 0.5 * tail + x * np.exp(-0.5 * x * x) * _INV_SQRT_2PI
+
+
+def _d_gelu_tanh(x: NDArray[np.float64], p: float) -> NDArray[np.float64]:
+    # beyond |h| = 60, e is 0 and s is 0 or 1: clamping keeps x**3 from overflowing there
+    xc = np.clip(x, -60.0, 60.0)
+    u = GELU_TANH_C * (xc + _GELU_TANH_K * xc * xc * xc)
+    s = 1.0 / (1.0 + np.exp(-2.0 * u))
+    e = np.exp(-2.0 * np.abs(u))
+    du = 2.0 * GELU_TANH_C * (1.0 + 3.0 * _GELU_TANH_K * xc * xc)
+    return s + x * du * e / ((1.0 + e) * (1.0 + e))
+
+
+def _d_silu(x: NDArray[np.float64], p: float) -> NDArray[np.float64]:
+    s = 1.0 / (1.0 + np.exp(-x))
+    e = np.exp(-np.abs(x))
+    return s + x * e / ((1.0 + e) * (1.0 + e))
+
+
 @dataclass(frozen=True)
 class Activation:
     """An activation function with its parameter.
@@ -107,6 +178,28 @@ class Activation:
         with np.errstate(all="ignore"):
             return _FUNCTIONS[self.name](x, self.param)
 
+    def derivative(self, h: NDArray) -> NDArray:
+        """The derivative ``phi'(h)``, computed in float64 and rounded once to ``h``'s dtype.
+
+        Parameters
+        ----------
+        h : ndarray
+            Pre-activations (float32 or float64; other dtypes give float64).
+
+        Returns
+        -------
+        ndarray
+            ``phi'(h)`` of ``h``'s shape.  NaN gives NaN, for the piecewise activations
+            too; at ``h = ±inf`` the formulas of gelu, gelu_tanh and silu give NaN
+            (``inf * 0``), as in every backend.
+        """
+        x = np.asarray(h)
+        dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+        param = float(dtype.type(self.param))  # the slope or alpha the forward pass applies
+        with np.errstate(all="ignore"):
+            d = _DERIVATIVES[self.name](x.astype(np.float64), param)
+        return np.asarray(d, dtype=np.float64).astype(dtype)
+
 
 _FUNCTIONS: dict[str, Callable[[NDArray, float], NDArray]] = {
     "linear": _linear,
@@ -120,6 +213,19 @@ _FUNCTIONS: dict[str, Callable[[NDArray, float], NDArray]] = {
     "gelu": _gelu,
     "gelu_tanh": _gelu_tanh,
     "silu": _silu,
+}
+_DERIVATIVES: dict[str, Callable[[NDArray[np.float64], float], NDArray[np.float64]]] = {
+    "linear": _d_linear,
+    "tanh": _d_tanh,
+    "relu": _d_relu,
+    "leaky_relu": _d_leaky_relu,
+    "sigmoid": _d_sigmoid,
+    "softplus": _d_softplus,
+    "elu": _d_elu,
+    "selu": _d_selu,
+    "gelu": _d_gelu,
+    "gelu_tanh": _d_gelu_tanh,
+    "silu": _d_silu,
 }
 _CODES = {name: code for code, name in enumerate(_FUNCTIONS)}
 _DEFAULT_PARAM = {"leaky_relu": 0.01, "elu": 1.0}

@@ -43,6 +43,10 @@ def propagate(
     chunk_size: int | None = None,
     keep_activations: bool = False,
     max_memory: int | None = None,
+    gradients: bool = False,
+    output_grad: NDArray | None = None,
+    grad_bins: int | None = None,
+    grad_range: tuple[float, float] | None = None,
 ) -> PropagationResult:
     """Push random inputs through a deep dense network and return each layer's statistics.
 
@@ -89,12 +93,42 @@ def propagate(
     max_memory
         Refuse a run whose estimated memory exceeds this many bytes (default: 3/4 of the
         machine's memory).
+    gradients
+        Also back-propagate an output gradient ``g = dL/da_L`` through the network:
+        ``delta_L = g * act'(h_L)``, ``delta_{l-1} = (delta_l @ W_l.T) * act'(h_{l-1})``
+        in the run's dtype, and the weight gradients ``dL/dW_l = a_{l-1}.T @ delta_l``
+        summed over the samples.  The result then holds ``grad_mean``, ``grad_std``,
+        ``grad_hist``, ``weight_grad_std``, ``chi1_measured`` and the other gradient fields.
+
+        Memory: the backward pass needs what the forward pass of a chunk computed, so the
+        compiled backends keep, per chunk, ``2L + 1`` arrays of ``chunk_size x`` the widest
+        layer in the run's dtype (the layer inputs, ``act'(h_l)`` of every layer, which
+        ``delta_l`` overwrites, and the output gradient), on top of the forward buffers; the
+        weights of every layer while they fit the kernel's weight cache (else they are drawn
+        again for the backward pass); and the weight-gradient accumulators, every layer's
+        ``fan_in x fan_out`` when the run has several chunks, the largest one's when it has
+        one.  The default ``chunk_size`` shrinks accordingly (about 128 MB for all
+        ``2L + 2`` buffers, but at least min(widest layer, 4096) rows: a deep wide network
+        may need a smaller ``chunk_size``).  The NumPy reference holds every layer's arrays
+        over all samples.  The estimate ``max_memory`` is checked against counts all of it.
+    output_grad
+        The output gradient, an ``(n_samples, widths[-1])`` array of finite reals; default:
+        i.i.d. N(0, 1) from the seed's own stream for gradients.  Needs ``gradients=True``.
+    grad_bins
+        Bins of the gradient histograms (default: ``bins``).
+    grad_range
+        ``(low, high)`` of the gradient histograms, the same for every layer.  Default:
+        ``(-R, R)`` with ``R`` the power of two at or above the largest finite ``|delta_l|``
+        over all layers and the first 240 samples (so that it does not depend on the chunk
+        size or the threads); the range used is ``result.grad_range``.
 
     Returns
     -------
     PropagationResult
         Per-layer ``mean``, ``std``, ``min``, ``max``, ``pre_mean``, ``pre_std``,
-        ``hist``, fractions and per-unit figures; ``print(result)`` prints the seed's table.
+        ``hist``, fractions, per-unit figures and ``chi1``, and with ``gradients`` the
+        gradient statistics; ``print(result)`` prints the seed's table (and the gradients'
+        under it).
     """
     plan = make_plan(
         widths,
@@ -111,6 +145,10 @@ def propagate(
         threads=threads,
         chunk_size=chunk_size,
         keep_activations=keep_activations,
+        gradients=gradients,
+        output_grad=output_grad,
+        grad_bins=grad_bins,
+        grad_range=grad_range,
         build_weights=False,
     )
     name, module = get_backend(backend)

@@ -4,7 +4,10 @@
 classic per-layer table; ``--json`` prints the whole result; ``--init small,big,xavier`` runs
 one network per scheme; ``--plot out.png`` draws the result (several: compared in one figure).
 ``initscope plot RESULTS --x sigma_w --y sigma_b --out fig.png`` draws a written sweep as a
-heatmap.  The benchmark suite is not part of the package: it lives in the source checkout, as
+heatmap.  ``initscope theory --activation tanh --sigma-w 1.5 --depth 10`` prints the mean-field
+prediction, ``run ... --theory`` measured against predicted, ``initscope calibrate
+--activation gelu`` the critical and variance-preserving gains (``--widths``: and LSUV's).
+The benchmark suite is not part of the package: it lives in the source checkout, as
 ``python bench/run.py``.
 """
 
@@ -88,25 +91,141 @@ def _run(args: argparse.Namespace) -> int:
             bins=args.bins,
             backend=args.backend,
             threads=args.threads,
+            gradients=args.gradients,
         )
         for init in inits
     ]
     for init, result in zip(inits, results, strict=True):
         if args.json:  # one JSON document per line, so one init prints what it always did
-            json.dump(result.to_dict(), sys.stdout)
+            document = result.to_dict()
+            if args.theory:
+                document["theory"] = _theory_records(result)
+            json.dump(document, sys.stdout)
             sys.stdout.write("\n")
         else:
             if len(results) > 1:
                 print(init)
             print(result)
+            if args.theory:
+                print("\nmeasured against predicted (mean-field theory; z = difference / spread):")
+                print(_theory_text(result))
     if target is not None:
         from .plot import compare
 
         if len(results) == 1:
-            figure = results[0].plot(log_std=args.log_std)
+            figure = results[0].plot(
+                log_std=args.log_std,
+                gradients=args.gradients,
+                theory=bool(args.theory and not args.gradients),
+            )
         else:
-            figure = compare(results, inits, value="std", log=True)
+            value = "grad_std" if args.gradients else "std"
+            figure = compare(results, inits, value=value, log=True)
         _save(figure, target)
+    return 0
+
+
+def _theory_text(result: Any) -> str:
+    """The comparison table of ``result.compare_theory()``, every row."""
+    table = result.compare_theory()
+    to_string = getattr(table, "to_string", None)
+    return str(to_string() if to_string is not None else table)
+
+
+def _theory_records(result: Any) -> list[dict[str, Any]]:
+    """The comparison as JSON records (NaN and inf become None)."""
+    import math
+
+    table = result.compare_theory()
+    if hasattr(table, "reset_index"):
+        columns = {k: list(v) for k, v in table.reset_index().to_dict("list").items()}
+    else:
+        columns = {k: list(v) for k, v in table.items()}
+    rows = []
+    for i in range(len(columns["layer"])):
+        row: dict[str, Any] = {}
+        for key, values in columns.items():
+            value = values[i]
+            if hasattr(value, "item"):
+                value = value.item()
+            if isinstance(value, float) and not math.isfinite(value):
+                value = None
+            row[key] = value
+        rows.append(row)
+    return rows
+
+
+def _activation_arg(name: str, param: float | None) -> Any:
+    return name if param is None else (name, param)
+
+
+def _theory(args: argparse.Namespace) -> int:
+    from .theory import predict
+
+    prediction = predict(
+        _activation_arg(args.activation, args.param),
+        args.sigma_w,
+        args.sigma_b,
+        depth=None if args.widths else args.depth,
+        widths=args.widths,
+        n_samples=args.samples if args.widths else None,
+        input_sq_mean=args.input_sq_mean,
+    )
+    if args.json:
+        document = prediction.to_dict()
+        if prediction.fixed is not None:
+            fixed = prediction.fixed
+            document["fixed_point"] = {
+                key: getattr(fixed, key)
+                for key in ("q_star", "exists", "stable", "length_slope", "chi1", "xi_q",
+                            "c_star", "chi_c", "xi_c")
+            }  # fmt: skip
+        json.dump(document, sys.stdout, default=float)
+        sys.stdout.write("\n")
+    else:
+        print(prediction)
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from .calibrate import critical_gain, lsuv, variance_preserving_gain
+    from .theory import fixed_point
+
+    activation = _activation_arg(args.activation, args.param)
+    try:
+        critical = f"{critical_gain(activation, args.sigma_b):.6g}"
+    except ValueError as error:
+        critical = f"none ({error})"
+    gain = variance_preserving_gain(activation, args.sigma_b, args.target_q)
+    first = variance_preserving_gain(
+        activation, args.sigma_b, args.target_q, input_sq_mean=args.input_sq_mean
+    )
+    fp = fixed_point(activation, gain, args.sigma_b, q_init=args.target_q, correlation=False)
+    if abs(fp.length_slope - 1.0) <= 1e-9:
+        stability = "marginal: at finite width the length wanders, as a random walk"
+    elif fp.stable:
+        stability = "stable"
+    else:
+        stability = "unstable: at finite width the length runs away from q*"
+    print(f"critical sigma_w (chi1 = 1 at sigma_b = {args.sigma_b:g}): {critical}")
+    print(
+        f"variance-preserving sigma_w (q* = {args.target_q:g}): {gain:.6g} "
+        f"(V'(q*) = {fp.length_slope:.4g}, {stability}; chi1 = {fp.chi1:.4g})"
+    )
+    print(f"first layer, inputs of second moment {args.input_sq_mean:g}: {first:.6g}")
+    if args.widths:
+        result = lsuv(
+            args.widths,
+            activation,
+            init=args.init,
+            target_std=args.target_std,
+            tol=args.tol,
+            n_samples=args.samples,
+            bias=args.sigma_b,
+            seed=args.seed,
+        )
+        print(f"\nLSUV ({args.init}, target pre_std {args.target_std:g}, tol {args.tol:g}):")
+        print(result)
     return 0
 
 
@@ -170,6 +289,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--bins", type=int, default=30)
     run.add_argument("--backend", default="auto", choices=["auto", "cpp", "numba", "numpy"])
     run.add_argument("--threads", type=int, default=None)
+    run.add_argument(
+        "--gradients",
+        action="store_true",
+        help="back-propagate a random output gradient: a second table (--plot: its figure)",
+    )
+    run.add_argument(
+        "--theory",
+        action="store_true",
+        help="print measured against predicted (mean-field theory) per layer",
+    )
     run.add_argument("--json", action="store_true", help="print the whole result as JSON")
     run.add_argument(
         "--plot", metavar="PATH", help="draw the result to PATH (.png, .svg, .pdf, ...)"
@@ -191,6 +320,36 @@ def _parser() -> argparse.ArgumentParser:
     scale.add_argument("--linear", dest="log", action="store_false", help="linear colour scale")
     plot.add_argument("--out", required=True, metavar="PATH", help=".png, .svg, .pdf, ...")
     plot.set_defaults(handler=_plot, log=None)  # None: log when the values span decades
+
+    theory = sub.add_parser("theory", help="print the mean-field prediction per layer")
+    theory.add_argument("--activation", default="tanh")
+    theory.add_argument("--param", type=float, default=None, help="leaky_relu slope, elu alpha")
+    theory.add_argument("--sigma-w", type=float, default=1.0, help="sqrt(fan_in Var W)")
+    theory.add_argument("--sigma-b", type=float, default=0.0, help="std of the biases")
+    theory.add_argument("--depth", type=int, default=10)
+    theory.add_argument(
+        "--widths", type=parse_widths, default=None, help="e.g. 500x10: adds the spreads"
+    )
+    theory.add_argument("--samples", type=int, default=1000, help="with --widths")
+    theory.add_argument("--input-sq-mean", type=float, default=1.0, help="E[x^2] of the inputs")
+    theory.add_argument("--json", action="store_true")
+    theory.set_defaults(handler=_theory)
+
+    calibrate = sub.add_parser("calibrate", help="print the critical and variance-preserving gains")
+    calibrate.add_argument("--activation", default="tanh")
+    calibrate.add_argument("--param", type=float, default=None, help="leaky_relu slope, elu alpha")
+    calibrate.add_argument("--sigma-b", type=float, default=0.0, help="std of the biases")
+    calibrate.add_argument("--target-q", type=float, default=1.0, help="q* to keep")
+    calibrate.add_argument("--input-sq-mean", type=float, default=1.0)
+    calibrate.add_argument(
+        "--widths", type=parse_widths, default=None, help="also run LSUV on this network"
+    )
+    calibrate.add_argument("--init", default="orthogonal", help="LSUV's base scheme")
+    calibrate.add_argument("--target-std", type=float, default=1.0)
+    calibrate.add_argument("--tol", type=float, default=0.01)
+    calibrate.add_argument("--samples", type=int, default=1000)
+    calibrate.add_argument("--seed", type=int, default=0)
+    calibrate.set_defaults(handler=_calibrate)
 
     from .sweep.cli import add_parser as add_sweep_parser
 

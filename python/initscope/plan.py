@@ -24,7 +24,8 @@ from .schemes import Distribution, Scheme, scheme
 __all__ = ["Layer", "Plan", "estimate_memory", "make_plan"]
 
 #: Rows of samples a backend holds at once, by default, is chosen so that the two
-#: activation buffers of a chunk take about this many bytes.
+#: activation buffers of a chunk take about this many bytes (with gradients: the ``2L + 2``
+#: buffers of the forward and backward passes, see :func:`default_chunk`).
 CHUNK_BYTES = 128 * 2**20
 #: ...but never fewer than min(widest layer, this) rows: weights too large to keep are drawn
 #: again for every chunk, at a cost of about 90 / rows of the chunk's GEMM time.
@@ -69,6 +70,10 @@ class Plan:
     threads: int
     chunk_size: int
     keep_activations: bool
+    gradients: bool
+    output_grad: NDArray | None  # (n_samples, widths[-1]) in the run's dtype, or drawn
+    grad_bins: int
+    grad_range: tuple[float, float] | None  # None: chosen from the first tile's gradients
     widths: tuple[int, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -91,15 +96,39 @@ class Plan:
 
     def weight_bytes(self, cache_bytes: int) -> int:
         """Bytes of weights as a chunked kernel keeps them: drawn weights of every layer when
-        there are several chunks and they take at most ``cache_bytes``, else two rotating
-        buffers of the largest; matrices of schemes built in NumPy always in full."""
+        there are several chunks (or a backward pass) and they take at most ``cache_bytes``,
+        else two rotating buffers of the largest; matrices of schemes built in NumPy always
+        in full."""
         item = self.dtype.itemsize
         sizes = [(layer.fan_in * layer.fan_out * item, layer) for layer in self.layers]
         drawn = [size for size, layer in sizes if layer.distribution is not None]
         built = [size for size, layer in sizes if layer.distribution is None]
-        chunks = -(-self.n_samples // self.chunk_size)
-        kept_drawn = chunks > 1 and sum(drawn) <= cache_bytes
+        kept_drawn = (self.chunks > 1 or self.gradients) and sum(drawn) <= cache_bytes
         return (sum(drawn) if kept_drawn else 2 * max(drawn, default=0)) + sum(built)
+
+    @property
+    def chunks(self) -> int:
+        """Chunks of ``chunk_size`` samples the run is cut into."""
+        return -(-self.n_samples // self.chunk_size)
+
+    def gradient_bytes(self) -> int:
+        """Bytes a chunked kernel's backward pass adds (0 without ``gradients``).
+
+        Per chunk, ``2L + 1`` buffers of the widest layer in the run's dtype: the layer
+        inputs ``a_0 .. a_{L-1}``, the derivatives ``phi'(h_1) .. phi'(h_L)`` (each
+        ``delta_l`` overwrites its ``phi'(h_l)``) and the output gradient; and the
+        weight-gradient accumulators, every layer's when the run has several chunks (summed
+        over chunks in a fixed order), the largest layer's when it has one.
+        """
+        if not self.gradients:
+            return 0
+        item = self.dtype.itemsize
+        width = max(self.input_dim, *self.widths)
+        rows = min(self.chunk_size, self.n_samples)
+        stack = (2 * len(self.layers) + 1) * rows * width * item
+        sizes = [layer.fan_in * layer.fan_out * item for layer in self.layers]
+        accumulators = sum(sizes) if self.chunks > 1 else max(sizes)
+        return stack + accumulators
 
     def kept_bytes(self) -> int:
         """Bytes of the activations ``keep_activations`` returns (0 without it)."""
@@ -156,16 +185,63 @@ def _inputs(inputs: Any, input_dim: int | None, dtype: np.dtype) -> NDArray:
     return np.ascontiguousarray(inputs, dtype=dtype)
 
 
-def default_chunk(n_samples: int, widths: Sequence[int], itemsize: int) -> int:
+def _output_grad(value: Any, n_samples: int, width: int, dtype: np.dtype) -> NDArray:
+    """The user's ``dL/da`` of the last layer, checked and in the run's dtype."""
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"output_grad must be a numpy array, got {type(value).__name__}")
+    if not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
+        raise TypeError(f"output_grad must hold real numbers, got dtype {value.dtype}")
+    if value.ndim != 2 or value.shape[1] != width:
+        raise ValueError(
+            f"output_grad must have shape (n_samples, widths[-1]) = ({n_samples}, {width}), "
+            f"got {value.shape}"
+        )
+    if value.shape[0] != n_samples:
+        raise ValueError(
+            f"output_grad has {value.shape[0]} rows but the run has {n_samples} samples"
+        )
+    with np.errstate(over="ignore"):  # what overflows the run's dtype is refused below
+        grad = np.ascontiguousarray(value, dtype=dtype)
+    if not np.isfinite(grad).all():
+        raise ValueError(f"output_grad must be finite (in {dtype.name}), got NaN or inf")
+    return grad
+
+
+def _range(value: Any, name: str) -> tuple[float, float]:
+    """A histogram range ``(low, high)`` with ``low < high``."""
+    try:
+        low, high = value
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a pair (low, high), got {value!r}") from None
+    low, high = real(low, f"{name}[0]"), real(high, f"{name}[1]")
+    if not low < high:
+        raise ValueError(f"{name} must have low < high, got ({low}, {high})")
+    return low, high
+
+
+def _bins(value: Any, name: str) -> int:
+    n_bins = positive_int(value, name)
+    if n_bins > MAX_BINS:
+        raise ValueError(f"{name} must be at most 2**31 - 4, got {n_bins}")
+    return n_bins
+
+
+def default_chunk(
+    n_samples: int, widths: Sequence[int], itemsize: int, gradients: bool = False
+) -> int:
     """Rows held at once: all of them if they fit in :data:`CHUNK_BYTES`, else a bounded slice.
 
-    A slice has at least ``min(max(widths), CHUNK_MIN_ROWS)`` rows, so that redrawing the
-    weights for each slice stays a few % of its GEMM, while the two chunk buffers take no
-    more memory than the two weight buffers a wide network needs anyway; it holds whole
-    tiles (:data:`TILE_ROWS`).
+    ``widths`` are the input's and every layer's.  A slice has at least
+    ``min(max(widths), CHUNK_MIN_ROWS)`` rows, so that redrawing the weights for each slice
+    stays a few % of its GEMM, while the two chunk buffers take no more memory than the two
+    weight buffers a wide network needs anyway; it holds whole tiles (:data:`TILE_ROWS`).
+    With ``gradients`` a row costs ``2L + 2`` buffers of the widest layer (``L`` layers: the
+    forward buffers and what the backward pass keeps, see :meth:`Plan.gradient_bytes`)
+    instead of two.
     """
     width = max(widths)
-    rows = max(CHUNK_BYTES // (2 * width * itemsize), min(width, CHUNK_MIN_ROWS), TILE_ROWS)
+    buffers = 2 * (len(widths) - 1) + 2 if gradients else 2
+    rows = max(CHUNK_BYTES // (buffers * width * itemsize), min(width, CHUNK_MIN_ROWS), TILE_ROWS)
     return whole_tiles(rows, n_samples)
 
 
@@ -198,6 +274,10 @@ def make_plan(
     threads: Any = None,
     chunk_size: Any = None,
     keep_activations: bool = False,
+    gradients: Any = False,
+    output_grad: Any = None,
+    grad_bins: Any = None,
+    grad_range: Any = None,
     build_weights: bool = True,
 ) -> Plan:
     """Check every argument and resolve schemes and activations into a :class:`Plan`.
@@ -217,16 +297,21 @@ def make_plan(
         n, dim = data.shape
     if dim is None:
         dim = sizes[0]
-    n_bins = positive_int(bins, "bins")
-    if n_bins > MAX_BINS:
-        raise ValueError(f"bins must be at most 2**31 - 4, got {n_bins}")
-    try:
-        low, high = hist_range
-    except (TypeError, ValueError):
-        raise TypeError(f"hist_range must be a pair (low, high), got {hist_range!r}") from None
-    low, high = real(low, "hist_range[0]"), real(high, "hist_range[1]")
-    if not low < high:
-        raise ValueError(f"hist_range must have low < high, got ({low}, {high})")
+    n_bins = _bins(bins, "bins")
+    low, high = _range(hist_range, "hist_range")
+    if not isinstance(gradients, (bool, np.bool_)):
+        raise TypeError(f"gradients must be True or False, got {gradients!r}")
+    gradients = bool(gradients)
+    grad = None
+    if output_grad is not None:
+        if not gradients:
+            raise ValueError(
+                "output_grad is given but gradients is False: pass gradients=True to "
+                "back-propagate it"
+            )
+        grad = _output_grad(output_grad, n, sizes[-1], run_dtype)
+    n_grad_bins = n_bins if grad_bins is None else _bins(grad_bins, "grad_bins")
+    run_grad_range = None if grad_range is None else _range(grad_range, "grad_range")
     n_threads = _threads(threads)
     acts = [
         resolve_activation(*a) if isinstance(a, tuple) else resolve_activation(a)
@@ -239,7 +324,7 @@ def make_plan(
         if b < 0:
             raise ValueError(f"bias is the std of the biases and must be >= 0, got {b}")
     chunk = (
-        default_chunk(n, (dim, *sizes), run_dtype.itemsize)
+        default_chunk(n, (dim, *sizes), run_dtype.itemsize, gradients)
         if chunk_size is None
         else whole_tiles(positive_int(chunk_size, "chunk_size"), n)
     )
@@ -272,4 +357,8 @@ def make_plan(
         threads=n_threads,
         chunk_size=chunk,
         keep_activations=bool(keep_activations),
+        gradients=gradients,
+        output_grad=grad,
+        grad_bins=n_grad_bins,
+        grad_range=run_grad_range,
     )

@@ -13,7 +13,9 @@ Philox4x32-10
 Streams
     ``INPUTS`` (layer 0; element ``row * input_dim + col``), ``WEIGHTS`` (element
     ``r * fan_out + c`` of the ``(fan_in, fan_out)`` matrix), ``BIASES`` (element ``c``),
-    ``AUX`` (extra draws of the schemes built in Python: truncation retries, sparse masks).
+    ``AUX`` (extra draws of the schemes built in Python: truncation retries, sparse masks),
+    ``GRADS`` (layer 0; element ``row * widths[-1] + col``: the output gradient ``dL/da``
+    of a run with ``gradients=True`` and no ``output_grad``).
 
 Uniforms
     float64: two per block, ``u = (a * 2**26 + b) * 2**-53`` with ``a = w0 >> 5`` and
@@ -56,6 +58,7 @@ from numpy.typing import NDArray
 __all__ = [
     "AUX",
     "BIASES",
+    "GRADS",
     "INPUTS",
     "WEIGHTS",
     "normal",
@@ -67,6 +70,7 @@ INPUTS: Final = 0
 WEIGHTS: Final = 1
 BIASES: Final = 2
 AUX: Final = 3
+GRADS: Final = 4
 
 _MASK = np.uint64(0xFFFFFFFF)
 _SHIFT32 = np.uint64(32)
@@ -348,8 +352,8 @@ def normal(
     seed : int
         The key, in ``[0, 2**64)``.
     stream, layer : int
-        The counter's high words (``INPUTS``, ``WEIGHTS``, ``BIASES`` or ``AUX``, and the
-        layer index).
+        The counter's high words (``INPUTS``, ``WEIGHTS``, ``BIASES``, ``AUX`` or ``GRADS``,
+        and the layer index).
     start, count : int
         The first element and the number of elements.
     dtype : float32 or float64, optional

@@ -16,8 +16,35 @@ if TYPE_CHECKING:
     import pandas
 
     from .plan import Plan
+    from .theory import Prediction
 
-__all__ = ["PropagationResult", "RawStats"]
+__all__ = ["GradRaw", "PropagationResult", "RawStats"]
+
+
+@dataclass
+class GradRaw:
+    """The backward pass's accumulators, one entry per layer ``l`` (``delta_l = dL/dh_l``).
+
+    ``unit_mean[l]`` and ``unit_m2[l]`` are per unit, over samples, as in :class:`RawStats`;
+    ``min`` and ``max`` over the finite entries (NaN if none); the histogram counts
+    ``delta_l`` in ``bins`` equal bins of ``hist_range``, the range the run used.  The weight
+    gradient ``dW_l = a_{l-1}^T delta_l`` is summed over all samples; its std, its Frobenius
+    norm and the std of ``W_l`` are over all ``fan_in * fan_out`` entries (float64,
+    population std, two-pass).
+    """
+
+    unit_mean: list[NDArray[np.float64]]
+    unit_m2: list[NDArray[np.float64]]
+    min: NDArray[np.float64]
+    max: NDArray[np.float64]
+    hist: NDArray[np.int64]  # (L, grad_bins)
+    below: NDArray[np.int64]
+    above: NDArray[np.int64]
+    nonfinite: NDArray[np.int64]
+    hist_range: tuple[float, float]
+    weight_grad_std: NDArray[np.float64]
+    weight_grad_norm: NDArray[np.float64]
+    weight_std: NDArray[np.float64]
 
 
 @dataclass
@@ -27,6 +54,9 @@ class RawStats:
     ``unit_mean[l]`` and ``unit_m2[l]`` are per unit (column): the mean over samples and the
     sum of squared deviations from it (``pre_`` for the pre-activations).  Integer counts
     are over all ``n_samples * width`` entries; ``min`` and ``max`` over the finite ones.
+    ``deriv_sq_sum[l]`` is the sum of ``phi'(h_l)**2`` over all entries (NaN if any is NaN;
+    None from a backend that does not compute it), ``grads`` the backward pass's
+    accumulators of a run with gradients.
     """
 
     unit_mean: list[NDArray[np.float64]]
@@ -43,6 +73,8 @@ class RawStats:
     nonfinite: NDArray[np.int64]
     pre_nonfinite: NDArray[np.int64]
     activations: list[NDArray] | None = None
+    deriv_sq_sum: NDArray[np.float64] | None = None
+    grads: GradRaw | None = None
 
 
 def _moments(
@@ -62,6 +94,69 @@ def _moments(
     std = math.sqrt(max(m2, 0.0) / (n * units))
     sq_mean = float((unit_mean * unit_mean).sum()) / units
     return mean, std, sq_mean, float(unit_m2.sum()) / units / n
+
+
+def _weight_var(plan: Plan) -> NDArray[np.float64]:
+    """σ_w² = fan_in · Var(W) per layer: the drawn distribution's, else the matrix's."""
+    out = np.full(len(plan.layers), np.nan)
+    for i, layer in enumerate(plan.layers):
+        dist = layer.distribution
+        if layer.weights is None and dist is not None:
+            var = dist.b**2 if dist.kind == "normal" else (dist.b - dist.a) ** 2 / 12.0
+            out[i] = layer.fan_in * var
+        elif layer.weights is not None:
+            out[i] = layer.fan_in * float(np.var(np.asarray(layer.weights, dtype=np.float64)))
+    return out
+
+
+def _input_sq_mean(plan: Plan) -> float:
+    """The mean of the squared inputs: 1 for N(0, 1) ones."""
+    if plan.inputs is None:
+        return 1.0
+    x = plan.inputs.astype(np.float64)
+    with np.errstate(over="ignore"):
+        return float(np.mean(x * x))
+
+
+def _finish_gradients(plan: Plan, raw: RawStats, backend: str) -> dict[str, Any]:
+    """The gradient fields of :class:`PropagationResult` (none without gradients)."""
+    if not plan.gradients:
+        return {}
+    grads = raw.grads
+    if grads is None:
+        raise RuntimeError(f"the {backend} backend returned no gradients for gradients=True")
+    depth = len(plan.layers)
+    n = plan.n_samples
+    moments = np.full((depth, 2), np.nan)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for i in range(depth):
+            if grads.nonfinite[i] == 0:
+                moments[i] = _moments(grads.unit_mean[i], grads.unit_m2[i], n)[:2]
+        mean, std = moments[:, 0], moments[:, 1]
+        sq_mean = std * std + mean * mean
+        widths = np.asarray(plan.widths, dtype=np.float64)
+        chi1_measured = np.full(depth, np.nan)
+        chi1_measured[:-1] = sq_mean[:-1] / sq_mean[1:] * widths[:-1] / widths[1:]
+        weight_grad_std = np.asarray(grads.weight_grad_std, dtype=np.float64)
+        ratio = weight_grad_std / np.asarray(grads.weight_std, dtype=np.float64)
+    low, high = (float(v) for v in grads.hist_range)
+    return {
+        "grad_mean": mean,
+        "grad_std": std,
+        "grad_min": np.asarray(grads.min, dtype=np.float64),
+        "grad_max": np.asarray(grads.max, dtype=np.float64),
+        "grad_hist": np.asarray(grads.hist, dtype=np.int64),
+        "grad_bin_edges": np.linspace(low, high, plan.grad_bins + 1),
+        "grad_range": (low, high),
+        "grad_below": np.asarray(grads.below, dtype=np.int64),
+        "grad_above": np.asarray(grads.above, dtype=np.int64),
+        "grad_nonfinite": np.asarray(grads.nonfinite, dtype=np.int64),
+        "grad_sq_mean": sq_mean,
+        "weight_grad_std": weight_grad_std,
+        "weight_grad_norm": np.asarray(grads.weight_grad_norm, dtype=np.float64),
+        "weight_grad_ratio": ratio,
+        "chi1_measured": chi1_measured,
+    }
 
 
 @dataclass
@@ -88,6 +183,35 @@ class PropagationResult:
         variance over samples (the axes of signal-propagation plots).
     nonfinite, pre_nonfinite
         Counts of NaN and inf.  A layer with any has NaN moments: read these counts.
+    activation_params
+        Each layer's activation parameter (leaky_relu's slope, elu's alpha, else 0).
+    weight_var
+        σ_w² = ``fan_in * Var(W_l)``: from the scheme's distribution where the weights are
+        drawn (normal: std²; uniform on [a, b): (b - a)²/12), else the variance of the
+        matrix the run used.
+    bias_std
+        σ_b, the std of each layer's biases.
+    input_sq_mean
+        The mean of the squared inputs: 1 for generated inputs.
+    chi1
+        ``weight_var * mean(phi'(h_l)**2)`` over the layer's entries: the mean-field factor
+        by which the squared gradient grows per layer (Schoenholz et al. 2017), from the
+        forward pass; NaN where a pre-activation is NaN.
+    grad_mean, grad_std, grad_min, grad_max, grad_sq_mean
+        With ``gradients=True`` (None otherwise): of the back-propagated gradients
+        ``delta_l = dL/dh_l`` with respect to the pre-activations, over all entries;
+        ``grad_sq_mean = grad_std**2 + grad_mean**2``; min and max over the finite entries.
+    grad_hist, grad_bin_edges, grad_range, grad_below, grad_above, grad_nonfinite
+        ``delta_l`` in ``grad_bins`` equal bins of ``grad_range`` (the same bins for every
+        layer, so their histograms compare as Glorot & Bengio's figures do), and the counts
+        outside it and of NaN and inf.
+    weight_grad_std, weight_grad_norm, weight_grad_ratio
+        Of the weight gradients ``dL/dW_l = a_{l-1}^T delta_l`` summed over the samples: the
+        std and the Frobenius norm over the matrix's entries, and the std over the std of
+        ``W_l`` (the update-to-weight scale).
+    chi1_measured
+        ``grad_sq_mean[l] / grad_sq_mean[l + 1] * widths[l] / widths[l + 1]``: ``chi1``
+        measured on the backward pass; NaN for the last layer.
     activations
         The post-activation arrays, when run with ``keep_activations=True``.
     """
@@ -114,24 +238,70 @@ class PropagationResult:
     channel_var: NDArray[np.float64]
     nonfinite: NDArray[np.int64]
     pre_nonfinite: NDArray[np.int64]
+    activation_params: tuple[float, ...]
+    weight_var: NDArray[np.float64]
+    bias_std: NDArray[np.float64]
+    input_sq_mean: float
+    chi1: NDArray[np.float64]
     activations: list[NDArray] | None = field(default=None, repr=False)
+    grad_mean: NDArray[np.float64] | None = None
+    grad_std: NDArray[np.float64] | None = None
+    grad_min: NDArray[np.float64] | None = None
+    grad_max: NDArray[np.float64] | None = None
+    grad_hist: NDArray[np.int64] | None = field(default=None, repr=False)
+    grad_bin_edges: NDArray[np.float64] | None = field(default=None, repr=False)
+    grad_range: tuple[float, float] | None = None
+    grad_below: NDArray[np.int64] | None = None
+    grad_above: NDArray[np.int64] | None = None
+    grad_nonfinite: NDArray[np.int64] | None = None
+    grad_sq_mean: NDArray[np.float64] | None = None
+    weight_grad_std: NDArray[np.float64] | None = None
+    weight_grad_norm: NDArray[np.float64] | None = None
+    weight_grad_ratio: NDArray[np.float64] | None = None
+    chi1_measured: NDArray[np.float64] | None = None
 
     #: The per-layer arrays, in the order of :meth:`to_frame`'s columns.
     LAYER_FIELDS = (
         "mean", "std", "min", "max", "pre_mean", "pre_std", "zero_fraction",
         "saturated_fraction", "channel_sq_mean", "channel_var", "below", "above",
-        "nonfinite", "pre_nonfinite",
+        "nonfinite", "pre_nonfinite", "chi1",
     )  # fmt: skip
+    #: The per-layer arrays of a run with gradients (None without), in to_frame's order.
+    GRAD_FIELDS = (
+        "grad_mean", "grad_std", "grad_min", "grad_max", "grad_sq_mean", "weight_grad_std",
+        "weight_grad_norm", "weight_grad_ratio", "chi1_measured", "grad_below", "grad_above",
+        "grad_nonfinite",
+    )  # fmt: skip
+
+    @property
+    def has_gradients(self) -> bool:
+        """Whether the run back-propagated gradients (``gradients=True``)."""
+        return self.grad_std is not None
 
     @property
     def depth(self) -> int:
         return len(self.widths)
 
     def __str__(self) -> str:
-        return "\n".join(
+        lines = [
             "Hidden layer %d had mean %f and std %f" % (i + 1, self.mean[i], self.std[i])
             for i in range(self.depth)
-        )
+        ]
+        if self.has_gradients:
+            lines += ["", "Back-propagated gradients dL/dh and weight gradients dL/dW:"]
+            lines += self._gradient_table()
+        return "\n".join(lines)
+
+    def _gradient_table(self) -> list[str]:
+        """The rows under the forward table of a run with gradients."""
+        columns = ("grad_mean", "grad_std", "weight_grad_std", "weight_grad_ratio", "chi1_measured")
+        widths = [max(len(name), 11) for name in columns]
+        header = "layer  " + "  ".join(f"{n:>{w}}" for n, w in zip(columns, widths, strict=True))
+        rows = [header]
+        for i in range(self.depth):
+            cells = [f"{getattr(self, n)[i]:>{w}.4e}" for n, w in zip(columns, widths, strict=True)]
+            rows.append(f"{i + 1:>5}  " + "  ".join(cells))
+        return rows
 
     def to_dict(self) -> dict[str, Any]:
         """Plain Python data, JSON-serialisable (NaN and inf become None)."""
@@ -152,9 +322,17 @@ class PropagationResult:
             "n_samples": self.n_samples,
             "dtype": self.dtype,
             "backend": self.backend,
+            "activation_params": list(self.activation_params),
+            "weight_var": clean(self.weight_var),
+            "bias_std": clean(self.bias_std),
+            "input_sq_mean": clean(self.input_sq_mean),
+            "gradients": self.has_gradients,
         }
         for name in (*self.LAYER_FIELDS, "hist", "bin_edges"):
             out[name] = clean(getattr(self, name))
+        if self.has_gradients:
+            for name in (*self.GRAD_FIELDS, "grad_hist", "grad_bin_edges", "grad_range"):
+                out[name] = clean(getattr(self, name))
         return out
 
     def to_frame(self) -> pandas.DataFrame:
@@ -166,10 +344,16 @@ class PropagationResult:
             "width": list(self.widths),
             "activation": list(self.activation_names),
             "init": list(self.init_names),
+            "weight_var": self.weight_var,
+            "bias_std": self.bias_std,
         }
         for name in self.LAYER_FIELDS:
             data[name] = getattr(self, name)
         data["hist"] = list(self.hist)
+        if self.grad_hist is not None:
+            for name in self.GRAD_FIELDS:
+                data[name] = getattr(self, name)
+            data["grad_hist"] = list(self.grad_hist)
         return pd.DataFrame(data)
 
     def plot(
@@ -179,6 +363,8 @@ class PropagationResult:
         layers: Any = None,
         log_std: bool = False,
         overlay: Mapping[str, Any] | None = None,
+        gradients: bool = False,
+        theory: bool = False,
     ) -> matplotlib.figure.Figure:
         """The classic experiment's figures in one figure (needs matplotlib).
 
@@ -199,7 +385,15 @@ class PropagationResult:
         overlay
             More series drawn dashed over the measured ones: ``{label: source}``, where a
             source is a mapping or an object giving ``"mean"`` and/or ``"std"`` per layer
-            (a prediction, another run).
+            (a prediction, another run); with ``gradients``, ``"grad_std"`` and/or
+            ``"weight_grad_ratio"``.
+        gradients
+            Draw the backward pass of a run with gradients instead: the gradient std
+            ``grad_std`` and the ``weight_grad_ratio`` against depth (``log_std``: both on
+            log axes), and one histogram of ``dL/dh`` per layer on ``grad_bin_edges``.
+        theory
+            Draw the mean-field prediction (:meth:`theory`) dashed over the measured mean
+            and std, as the overlay ``"theory"``.
 
         Returns
         -------
@@ -208,7 +402,37 @@ class PropagationResult:
         """
         from .plot import plot_result
 
-        return plot_result(self, ax=ax, layers=layers, log_std=log_std, overlay=overlay)
+        if not isinstance(theory, bool | np.bool_):
+            raise TypeError(f"theory must be True or False, got {theory!r}")
+        if theory:
+            if gradients:
+                raise ValueError("theory=True draws the forward prediction: not with gradients")
+            overlay = {**(overlay or {}), "theory": self.theory()}
+        return plot_result(
+            self, ax=ax, layers=layers, log_std=log_std, overlay=overlay, gradients=gradients
+        )
+
+    def theory(self) -> Prediction:
+        """The mean-field prediction for this run's network (``theory.predict_result``).
+
+        Each layer's σ_w² (``weight_var``), σ_b (``bias_std``) and activation, the inputs'
+        second moment, and the widths and samples, which set the expected finite-width
+        ``spread`` of every statistic.
+        """
+        from .theory import predict_result
+
+        return predict_result(self)
+
+    def compare_theory(self) -> Any:
+        """Measured against predicted per statistic and layer (``theory.compare``).
+
+        A DataFrame (a dict of arrays without pandas) with ``measured``, ``predicted``,
+        ``difference``, ``spread`` and ``z = difference / spread``: the difference in units
+        of the spread finite width explains; ``print`` it.
+        """
+        from .theory import compare
+
+        return compare(self)
 
     @classmethod
     def from_raw(cls, plan: Plan, raw: RawStats, backend: str) -> PropagationResult:
@@ -226,6 +450,11 @@ class PropagationResult:
         entries = np.array([n * w for w in plan.widths], dtype=np.float64)
         bounded = np.array([layer.activation.saturation is not None for layer in plan.layers])
         low, high = plan.hist_range
+        weight_var = _weight_var(plan)
+        if raw.deriv_sq_sum is None:
+            chi1 = np.full(depth, np.nan)
+        else:
+            chi1 = weight_var * np.asarray(raw.deriv_sq_sum, dtype=np.float64) / entries
         return cls(
             widths=plan.widths,
             activation_names=tuple(layer.activation.name for layer in plan.layers),
@@ -249,5 +478,11 @@ class PropagationResult:
             channel_var=post[:, 3],
             nonfinite=np.asarray(raw.nonfinite, dtype=np.int64),
             pre_nonfinite=np.asarray(raw.pre_nonfinite, dtype=np.int64),
+            activation_params=tuple(layer.activation.param for layer in plan.layers),
+            weight_var=weight_var,
+            bias_std=np.array([layer.bias_std for layer in plan.layers], dtype=np.float64),
+            input_sq_mean=_input_sq_mean(plan),
+            chi1=chi1,
             activations=raw.activations,
+            **_finish_gradients(plan, raw, backend),
         )

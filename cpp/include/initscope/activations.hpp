@@ -10,6 +10,7 @@
 // because their tails amplify its rounding error by up to |2y| (hundreds of ulp otherwise).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -27,6 +28,11 @@ inline namespace INITSCOPE_ISA_NAMESPACE {
 namespace math {
 
 using detail::bit_cast;
+
+/// Forced inline: these run inside the activation loops, which vectorise only when every
+/// call in them is inlined (GCC's size limits otherwise leave exp out of line in the big
+/// translation unit of the kernels, and sigmoid 3.5 times slower).
+#define INITSCOPE_INLINE inline __attribute__((always_inline))
 
 // 1/n!, n = 2..14 (float32 uses n = 2..8).
 constexpr double kInvFact[13] = {
@@ -67,27 +73,27 @@ struct ExpConst<float> {
 };
 
 /// a * b + c, never fused: every build (and instruction set) gives the same bits.
-inline double madd(double a, double b, double c) {
+INITSCOPE_INLINE double madd(double a, double b, double c) {
     return a * b + c;
 }
-inline float madd(float a, float b, float c) {
+INITSCOPE_INLINE float madd(float a, float b, float c) {
     return a * b + c;
 }
 
 /// 2**k for an integral k (given as T) within the normal exponent range.
-inline double pow2i(double k) {
+INITSCOPE_INLINE double pow2i(double k) {
     const std::uint64_t bits = bit_cast<std::uint64_t>(k + ExpConst<double>::round_magic);
     return bit_cast<double>((bits + 1023u) << 52);
 }
 
-inline float pow2i(float k) {
+INITSCOPE_INLINE float pow2i(float k) {
     const std::uint32_t bits = bit_cast<std::uint32_t>(k + ExpConst<float>::round_magic);
     return bit_cast<float>((bits + 127u) << 23);
 }
 
 /// x = k ln2 + r with k = rint(x / ln2) and |r| <= ln2 / 2 (plus rounding).
 template <class T>
-inline void reduce(T x, T& k, T& r) {
+INITSCOPE_INLINE void reduce(T x, T& k, T& r) {
     using C = ExpConst<T>;
     const T shifted = x * C::inv_ln2 + C::round_magic;
     k = shifted - C::round_magic;
@@ -96,7 +102,7 @@ inline void reduce(T x, T& k, T& r) {
 
 /// expm1(r) for |r| <= ln2 / 2: r + r^2 (1/2! + r (1/3! + ...)).
 template <class T>
-inline T expm1_poly(T r) {
+INITSCOPE_INLINE T expm1_poly(T r) {
     constexpr int n = ExpConst<T>::coefs;
     T q = static_cast<T>(kInvFact[n - 1]);
 #pragma GCC unroll 16
@@ -106,7 +112,7 @@ inline T expm1_poly(T r) {
 
 /// expm1(x) for |x| <= 60 (callers clamp).
 template <class T>
-inline T expm1_bounded(T x) {
+INITSCOPE_INLINE T expm1_bounded(T x) {
     T k, r;
     reduce(x, k, r);
     const T p = expm1_poly(r);
@@ -116,7 +122,7 @@ inline T expm1_bounded(T x) {
 
 /// exp(x) for exp_min <= x <= 0 (callers clamp), subnormal results rounded once.
 template <class T>
-inline T exp_nonpositive(T x) {
+INITSCOPE_INLINE T exp_nonpositive(T x) {
     using C = ExpConst<T>;
     T k, r;
     reduce(x, k, r);
@@ -129,7 +135,7 @@ inline T exp_nonpositive(T x) {
 
 // ---- double-double helpers -------------------------------------------------------------
 
-inline void two_prod(double a, double b, double& p, double& e) {
+INITSCOPE_INLINE void two_prod(double a, double b, double& p, double& e) {
     p = a * b;
     // Dekker's product: split each factor into 26-bit halves (not std::fma, which is a
     // library call without FMA instructions and must give the same bits everywhere).
@@ -140,7 +146,7 @@ inline void two_prod(double a, double b, double& p, double& e) {
     e = ((ah * bh - p) + ah * bl + al * bh) + al * bl;
 }
 
-inline void two_sum(double a, double b, double& s, double& e) {
+INITSCOPE_INLINE void two_sum(double a, double b, double& s, double& e) {
     s = a + b;
     const double bb = s - a;
     e = (a - (s - bb)) + (b - bb);
@@ -154,12 +160,12 @@ constexpr double kSigmoidFlush64 = 0x1.62e42fefa39efp+9;  // log(DBL_MAX)
 constexpr float kSigmoidFlush32 = 0x1.62e42ep+6f;         // largest float below log(FLT_MAX)
 
 template <class T>
-inline T relu(T x) {
+INITSCOPE_INLINE T relu(T x) {
     return (x >= T(0) || x != x) ? x : T(0);  // np.maximum(x, 0): NaN and -0.0 pass through
 }
 
 template <class T>
-inline T tanh(T x) {
+INITSCOPE_INLINE T tanh(T x) {
     using C = ExpConst<T>;
     const T ax = std::abs(x);
     const T t = ax < C::tanh_cap ? ax : C::tanh_cap;
@@ -169,7 +175,7 @@ inline T tanh(T x) {
 }
 
 template <class T>
-inline T sigmoid(T x) {
+INITSCOPE_INLINE T sigmoid(T x) {
     using C = ExpConst<T>;
     T t = -std::abs(x);
     t = t > C::exp_min ? t : C::exp_min;
@@ -181,7 +187,7 @@ inline T sigmoid(T x) {
 }
 
 /// log1p(t) for t in [0, 1]: log(1 + t) as 2 atanh(s) plus the rounding error of 1 + t.
-inline double log1p_unit(double t) {
+INITSCOPE_INLINE double log1p_unit(double t) {
     const double u = 1.0 + t;
     const double c = t - (u - 1.0);  // exact: the part of t that 1 + t lost
     const bool big = u > 0x1.6a09e667f3bcdp+0;
@@ -193,7 +199,7 @@ inline double log1p_unit(double t) {
     return (ef * ExpConst<double>::ln2_hi + (ef * ExpConst<double>::ln2_lo + log_f)) + c / u;
 }
 
-inline double softplus(double x) {
+INITSCOPE_INLINE double softplus(double x) {
     double t = -std::abs(x);
     t = t > ExpConst<double>::exp_min ? t : ExpConst<double>::exp_min;
     const double m = x > 0.0 ? x : 0.0;
@@ -201,7 +207,7 @@ inline double softplus(double x) {
     return x != x ? x : y;
 }
 
-inline double elu(double x, double alpha) {
+INITSCOPE_INLINE double elu(double x, double alpha) {
     double t = x < 0.0 ? x : 0.0;
     t = t > -40.0 ? t : -40.0;
     const double y = x > 0.0 ? x : alpha * expm1_bounded(t);
@@ -211,7 +217,7 @@ inline double elu(double x, double alpha) {
 constexpr double kSeluScale = 0x1.0cfabd6a91132p+0;
 constexpr double kSeluScaleAlpha = 0x1.c212cc640f031p+0;  // scale * alpha, rounded once
 
-inline double selu(double x) {
+INITSCOPE_INLINE double selu(double x) {
     double t = x < 0.0 ? x : 0.0;
     t = t > -40.0 ? t : -40.0;
     const double y = x > 0.0 ? kSeluScale * x : kSeluScaleAlpha * expm1_bounded(t);
@@ -221,7 +227,7 @@ inline double selu(double x) {
 /// x * sigmoid(s), s = sh + sl in double-double, flushed to x * 0 where s < -flush (as the
 /// reference's formula). exp(-|s|) is carried times 2**200 when tiny, so that x * exp(s)
 /// is rounded once even where exp(s) alone would be subnormal.
-inline double times_sigmoid(double x, double sh, double sl, double flush) {
+INITSCOPE_INLINE double times_sigmoid(double x, double sh, double sl, double flush) {
     using C = ExpConst<double>;
     const bool neg = sh < 0.0;
     double t = neg ? sh : -sh;  // -|s|
@@ -241,7 +247,7 @@ inline double times_sigmoid(double x, double sh, double sl, double flush) {
     return (deep && neg) ? y * 0x1p-200 : y;
 }
 
-inline double silu(double x, double flush) {
+INITSCOPE_INLINE double silu(double x, double flush) {
     const double y = times_sigmoid(x, x, 0.0, flush);
     return x != x ? x : y;
 }
@@ -252,7 +258,7 @@ constexpr double kGeluKHi = 0x1.6e4e26d4801f7p-5;  // 0.044715, double-double
 constexpr double kGeluKLo = 0x1.441355475a31ap-59;
 
 /// x sigmoid(2y), 2y = 2 sqrt(2/pi) x (1 + 0.044715 x^2) computed in double-double.
-inline double gelu_tanh(double x, double flush) {
+INITSCOPE_INLINE double gelu_tanh(double x, double flush) {
     double xc = x < 60.0 ? x : 60.0;  // beyond, sigmoid(2y) is 0 or 1
     xc = xc > -60.0 ? xc : -60.0;
     double p, pe, bh, be, ch, ce, dh, de, yh, ye;
@@ -278,7 +284,7 @@ constexpr double kInvSqrt2Pi = 0x1.9884533d43651p-2;  // 1 / sqrt(2 pi)
 /// erfc(zh + zl) ~ erfc(zh) - 2/sqrt(pi) exp(-zh^2) zl. Where erfc nears underflow
 /// (x < -37.3) the asymptotic series of exp(-x^2/2) / sqrt(2 pi) is evaluated scaled by
 /// 2**1000, so the subnormal result is rounded once; zero where the reference's erfc is.
-inline double gelu(double x) {
+INITSCOPE_INLINE double gelu(double x) {
     if (!(std::abs(x) <= std::numeric_limits<double>::max()))
         return 0.5 * x * std::erfc(-x * kRsqrt2Hi);  // NaN and inf as the reference
     if (x < -37.3) {
@@ -302,6 +308,56 @@ inline double gelu(double x) {
     zl = zl + (-x) * kRsqrt2Lo;
     const double tail = std::erfc(zh) - kTwoOverSqrtPi * std::exp(-zh * zh) * zl;
     return 0.5 * x * tail;
+}
+
+// ---- derivatives (initscope.activations.Activation.derivative), in float64 ----------------
+
+/// exp(x) for x <= 0, any x (zero below the clamp).
+INITSCOPE_INLINE double exp_le0(double x) {
+    const double t = x > ExpConst<double>::exp_min ? x : ExpConst<double>::exp_min;
+    return exp_nonpositive(t);
+}
+
+/// e / (1 + e)^2 for e = exp(-|s|): sigmoid'(s), without overflow or cancellation.
+INITSCOPE_INLINE double sigmoid_slope(double s) {
+    const double e = exp_le0(-std::abs(s));
+    const double d = 1.0 + e;
+    return e / (d * d);
+}
+
+INITSCOPE_INLINE double d_tanh(double x) {
+    return 4.0 * sigmoid_slope(2.0 * x);  // sech^2 x = 4 e / (1 + e)^2, e = exp(-2|x|)
+}
+
+INITSCOPE_INLINE double d_softplus(double x) {
+    return sigmoid(x);
+}
+
+INITSCOPE_INLINE double d_elu(double x, double alpha) {
+    return x > 0.0 ? 1.0 : alpha * exp_le0(x);
+}
+
+INITSCOPE_INLINE double d_selu(double x) {
+    return x > 0.0 ? kSeluScale : kSeluScaleAlpha * exp_le0(x);
+}
+
+INITSCOPE_INLINE double d_gelu(double x) {
+    if (x < -40.0) return 0.0 * x;  // both terms underflow
+    return 0.5 * std::erfc(-x * kRsqrt2Hi) + x * (kInvSqrt2Pi * exp_le0(-0.5 * x * x));
+}
+
+constexpr double kGeluC = 0x1.9884533d43651p-1;  // sqrt(2 / pi)
+
+INITSCOPE_INLINE double d_gelu_tanh(double x) {
+    const double xc = std::min(60.0, std::max(-60.0, x));  // beyond, sigmoid(2u) is 0 or 1
+    const double x2 = xc * xc;
+    const double two_u = 2.0 * kGeluC * (xc + 0.044715 * x2 * xc);
+    const double du = 2.0 * kGeluC * (1.0 + 3.0 * 0.044715 * x2);
+    return sigmoid(two_u) + x * du * sigmoid_slope(two_u);
+}
+
+INITSCOPE_INLINE double d_silu(double x) {
+    return sigmoid(x) + x * sigmoid_slope(x);
 }
 
 }  // namespace math
@@ -381,6 +437,59 @@ void activate(ActivationCode code, double param, const T* __restrict in, T* __re
             return;
         case ActivationCode::silu:
             map_in_double(in, out, n, [](double x) { return math::silu(x, flush); });
+            return;
+    }
+    throw std::invalid_argument("unknown activation code " +
+                                std::to_string(static_cast<int>(code)));
+}
+
+/// out[i] = activation'(in[i]) for i < n, evaluated in float64 and rounded once; NaN stays
+/// NaN. `in` and `out` must not overlap.
+template <class T>
+void derive(ActivationCode code, double param, const T* __restrict in, T* __restrict out,
+            std::size_t n) {
+    using detail::map_in_double;
+    // Each derivative f(x) of a finite or infinite x; NaN passes through.
+    auto apply = [&](auto f) {
+        map_in_double(in, out, n, [f](double x) { return x != x ? x : f(x); });
+    };
+    switch (code) {
+        case ActivationCode::linear:
+            apply([](double) { return 1.0; });
+            return;
+        case ActivationCode::tanh:
+            apply([](double x) { return math::d_tanh(x); });
+            return;
+        case ActivationCode::relu:
+            apply([](double x) { return x > 0.0 ? 1.0 : 0.0; });
+            return;
+        case ActivationCode::leaky_relu: {
+            const double slope = static_cast<double>(static_cast<T>(param));
+            apply([slope](double x) { return x > 0.0 ? 1.0 : slope; });
+            return;
+        }
+        case ActivationCode::sigmoid:
+            apply([](double x) { return math::sigmoid_slope(x); });
+            return;
+        case ActivationCode::softplus:
+            apply([](double x) { return math::d_softplus(x); });
+            return;
+        case ActivationCode::elu: {
+            const double alpha = static_cast<double>(static_cast<T>(param));
+            apply([alpha](double x) { return math::d_elu(x, alpha); });
+            return;
+        }
+        case ActivationCode::selu:
+            apply([](double x) { return math::d_selu(x); });
+            return;
+        case ActivationCode::gelu:
+            apply([](double x) { return math::d_gelu(x); });
+            return;
+        case ActivationCode::gelu_tanh:
+            apply([](double x) { return math::d_gelu_tanh(x); });
+            return;
+        case ActivationCode::silu:
+            apply([](double x) { return math::d_silu(x); });
             return;
     }
     throw std::invalid_argument("unknown activation code " +

@@ -37,28 +37,51 @@ template <class T>
 inline void check_matrix(const T*, int, int, int) {}
 #endif
 
+/// Which operand of a GEMM is read transposed.
+enum class Op { none, trans_a, trans_b };
+
 template <class T>
-inline void check_gemm(int m, int n, int k, const T* a, int lda, const T* b, int ldb, T* c,
+inline void check_gemm(Op op, int m, int n, int k, const T* a, int lda, const T* b, int ldb, T* c,
                        int ldc) {
-    check_matrix(a, m, k, lda);
-    check_matrix(b, k, n, ldb);
+    if (op == Op::trans_a) {
+        check_matrix(a, k, m, lda);
+    } else {
+        check_matrix(a, m, k, lda);
+    }
+    if (op == Op::trans_b) {
+        check_matrix(b, n, k, ldb);
+    } else {
+        check_matrix(b, k, n, ldb);
+    }
     check_matrix(c, m, n, ldc);
 }
 }  // namespace detail
 
-/// Row-major C (m x n, ldc) = A (m x k, lda) * B (k x n, ldb).
-inline void gemm(int m, int n, int k, const double* a, int lda, const double* b, int ldb, double* c,
-                 int ldc) {
-    detail::check_gemm(m, n, k, a, lda, b, ldb, c, ldc);
-    scipy_cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0, a, lda, b, ldb, 0.0,
-                      c, ldc);
+using detail::Op;
+
+/// Row-major C (m x n, ldc) = op(A) op(B) + beta C, where op(A) is m x k and op(B) k x n:
+/// A (m x k, lda) or, with Op::trans_a, A^T for A (k x m); B (k x n, ldb) or, with
+/// Op::trans_b, B^T for B (n x k).
+inline void gemm(Op op, int m, int n, int k, const double* a, int lda, const double* b, int ldb,
+                 double beta, double* c, int ldc) {
+    detail::check_gemm(op, m, n, k, a, lda, b, ldb, c, ldc);
+    scipy_cblas_dgemm(CblasRowMajor, op == Op::trans_a ? CblasTrans : CblasNoTrans,
+                      op == Op::trans_b ? CblasTrans : CblasNoTrans, m, n, k, 1.0, a, lda, b, ldb,
+                      beta, c, ldc);
 }
 
-inline void gemm(int m, int n, int k, const float* a, int lda, const float* b, int ldb, float* c,
-                 int ldc) {
-    detail::check_gemm(m, n, k, a, lda, b, ldb, c, ldc);
-    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a, lda, b, ldb,
-                      0.0f, c, ldc);
+inline void gemm(Op op, int m, int n, int k, const float* a, int lda, const float* b, int ldb,
+                 double beta, float* c, int ldc) {
+    detail::check_gemm(op, m, n, k, a, lda, b, ldb, c, ldc);
+    scipy_cblas_sgemm(CblasRowMajor, op == Op::trans_a ? CblasTrans : CblasNoTrans,
+                      op == Op::trans_b ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, a, lda, b, ldb,
+                      static_cast<float>(beta), c, ldc);
+}
+
+/// Row-major C (m x n, ldc) = A (m x k, lda) * B (k x n, ldb).
+template <class T>
+inline void gemm(int m, int n, int k, const T* a, int lda, const T* b, int ldb, T* c, int ldc) {
+    gemm(Op::none, m, n, k, a, lda, b, ldb, 0.0, c, ldc);
 }
 
 namespace detail {

@@ -29,7 +29,7 @@ constexpr std::size_t kWeightCacheBytes = std::size_t(128) << 20;
 constexpr int kHistCopies = 8;
 
 /// The streams of initscope.random.
-enum Stream : std::uint32_t { kInputs = 0, kWeights = 1, kBiases = 2, kAux = 3 };
+enum Stream : std::uint32_t { kInputs = 0, kWeights = 1, kBiases = 2, kAux = 3, kGrads = 4 };
 
 enum class Draw { uniform, normal };
 
@@ -85,6 +85,27 @@ struct RunSpec {
     double hist_low = -1.0, hist_high = 1.0;
     int threads = 1;
     std::size_t chunk_size = 0;  // a multiple of kTileRows, or >= n_samples
+    std::size_t weight_cache_bytes = kWeightCacheBytes;  // drawn weights kept up to this
+    /// Back-propagates an output gradient dL/dA_L: output_grad ((n_samples, widths[-1])), or
+    /// N(0, 1) from the GRADS stream when null.
+    bool gradients = false;
+    const void* output_grad = nullptr;
+    int grad_bins = 30;
+    /// The gradients' histogram range; when not given, (-R, R) from the first tile
+    /// (grad_range_rule in propagate.hpp).
+    bool grad_range_given = false;
+    double grad_low = -1.0, grad_high = 1.0;
+};
+
+/// What one layer's back-propagated gradients accumulated: delta = dL/dH per unit, and
+/// the weight gradient dL/dW = X^T delta summed over all samples.
+struct GradResult {
+    std::vector<double> unit_mean, unit_m2;
+    double min = 0.0, max = 0.0;  // over finite values; NaN where there were none
+    std::vector<std::int64_t> hist;
+    std::int64_t below = 0, above = 0, nonfinite = 0;
+    double weight_grad_std = 0.0, weight_grad_norm = 0.0, weight_std = 0.0;
+    double hist_low = 0.0, hist_high = 0.0;  // the range used
 };
 
 /// What one layer accumulated over all samples (the fields of initscope.result.RawStats).
@@ -93,6 +114,8 @@ struct LayerResult {
     double min = 0.0, max = 0.0;  // over finite values; NaN where there were none
     std::vector<std::int64_t> hist;
     std::int64_t below = 0, above = 0, zeros = 0, saturated = 0, nonfinite = 0, pre_nonfinite = 0;
+    double deriv_sq_sum = 0.0;  // sum of act'(H)^2 over all entries
+    GradResult grad;            // filled when RunSpec::gradients
 };
 
 /// Thrown when the interrupt check asks the run to stop.
@@ -113,6 +136,8 @@ struct TypedKernels {
                      std::uint64_t start, std::size_t count, T* out);
     /// out[i] = activation(in[i]); in and out do not overlap.
     void (*activate)(ActivationCode code, double param, const T* in, T* out, std::size_t n);
+    /// out[i] = activation'(in[i]); in and out do not overlap.
+    void (*derive)(ActivationCode code, double param, const T* in, T* out, std::size_t n);
 };
 
 /// One build of the hot code: its instruction set and its entry points.

@@ -82,7 +82,35 @@ struct HistCounts {
         }
         for (; j < count; ++j) ++h[idx[j]];
     }
+
+    /// Adds the copies' counts to a histogram and its counts below and above.
+    void add_to(std::vector<std::int64_t>& hist, std::int64_t& below, std::int64_t& above) const {
+        const std::size_t bins = hist.size();
+        for (int copy = 0; copy < kCopies; ++copy) {
+            const std::int64_t* h = slots.data() + copy * stride;
+            for (std::size_t b = 0; b < bins; ++b) hist[b] += h[b];
+            below += h[bins];
+            above += h[bins + 1];
+        }
+    }
 };
+
+/// Histogram slot of each value: its bin, or bins (below), bins + 1 (above), bins + 2 (NaN).
+template <class T>
+inline void bin_values(std::size_t n, const T* __restrict post, std::int32_t* __restrict idx,
+                       double low, double high, double scale, int bins) {
+    // All in double lanes, one conversion at the end (mixed widths vectorise poorly).
+    const double last = static_cast<double>(bins - 1);
+    const double below = static_cast<double>(bins), above = below + 1.0, nan = below + 2.0;
+    for (std::size_t j = 0; j < n; ++j) {
+        const double a = static_cast<double>(post[j]);
+        const double d = (a - low) * scale;         // the reference's floor((a - low) * scale),
+        const double inside = d < last ? d : last;  // in [0, bins - 1] where a is inside:
+        const double outside = a < low ? below : (a > high ? above : nan);  // truncation
+        const bool in = (a >= low) & (a <= high);                           // is floor
+        idx[j] = static_cast<std::int32_t>(in ? inside : outside);
+    }
+}
 
 /// The statistics of one tile of rows, filled a few rows at a time while the tile is in
 /// cache. Moments are shifted sums: per column, the sums of (x - K) and (x - K)^2 where K is
@@ -95,6 +123,7 @@ struct TileStats {
     std::size_t width = 0;
     std::int64_t rows = 0;
     std::vector<double> pre_shift, pre_s1, pre_s2, post_shift, post_s1, post_s2, min, max;
+    std::vector<double> deriv_sq;  // per column, the sum of act'(H)^2
     std::int64_t zeros = 0, saturated = 0, nonfinite = 0, pre_nonfinite = 0;
     std::vector<std::int32_t> index;  // histogram slot of each value of the current block
     std::vector<double> mean_buf, m2_buf;
@@ -102,7 +131,8 @@ struct TileStats {
     void reset(std::size_t w) {
         width = w;
         rows = 0;
-        for (auto* v : {&pre_shift, &pre_s1, &pre_s2, &post_shift, &post_s1, &post_s2})
+        for (auto* v :
+             {&pre_shift, &pre_s1, &pre_s2, &post_shift, &post_s1, &post_s2, &deriv_sq})
             v->assign(w, 0.0);
         min.assign(w, std::numeric_limits<double>::infinity());
         max.assign(w, -std::numeric_limits<double>::infinity());
@@ -142,8 +172,19 @@ struct TileStats {
         saturated += counts.saturated;
         nonfinite += counts.nonfinite;
         pre_nonfinite += counts.pre_nonfinite;
-        bin_kernel(count * w, post, index.data(), spec.low, spec.high, spec.scale, spec.bins);
+        bin_values(count * w, post, index.data(), spec.low, spec.high, spec.scale, spec.bins);
         hist.add(index.data(), count * w);
+    }
+
+    /// Accumulates the squares of `count` rows of act'(H) (row stride = width).
+    template <class T>
+    void add_derivatives(const T* __restrict d, std::size_t count) {
+        double* __restrict sq = deriv_sq.data();
+        for (std::size_t r = 0; r < count; ++r)
+            for (std::size_t j = 0; j < width; ++j) {
+                const double v = static_cast<double>(d[r * width + j]);
+                sq[j] += v * v;
+            }
     }
 
     /// The tile's per-column means and M2 (into mean_buf, m2_buf).
@@ -217,22 +258,6 @@ private:
         return {z, sat, nf, pre_nf};
     }
 
-    /// Histogram slot of each value: its bin, or bins (below), bins + 1 (above), bins + 2 (NaN).
-    template <class T>
-    static void bin_kernel(std::size_t n, const T* __restrict post, std::int32_t* __restrict idx,
-                           double low, double high, double scale, int bins) {
-        // All in double lanes, one conversion at the end (mixed widths vectorise poorly).
-        const double last = static_cast<double>(bins - 1);
-        const double below = static_cast<double>(bins), above = below + 1.0, nan = below + 2.0;
-        for (std::size_t j = 0; j < n; ++j) {
-            const double a = static_cast<double>(post[j]);
-            const double d = (a - low) * scale;         // the reference's floor((a - low) * scale),
-            const double inside = d < last ? d : last;  // in [0, bins - 1] where a is inside:
-            const double outside = a < low ? below : (a > high ? above : nan);  // truncation
-            const bool in = (a >= low) & (a <= high);                           // is floor
-            idx[j] = static_cast<std::int32_t>(in ? inside : outside);
-        }
-    }
 };
 
 /// Everything one layer accumulates over all its tiles and chunks, merged in a fixed order.
@@ -242,11 +267,13 @@ struct LayerStats {
     double max = -std::numeric_limits<double>::infinity();
     std::vector<std::int64_t> hist;  // bins
     std::int64_t below = 0, above = 0, zeros = 0, saturated = 0, nonfinite = 0, pre_nonfinite = 0;
+    double deriv_sq_sum = 0.0;
 
     void reset(std::size_t width, int bins) {
         post.reset(width);
         pre.reset(width);
         hist.assign(static_cast<std::size_t>(bins), 0);
+        deriv_sq_sum = 0.0;
     }
 
     void merge(TileStats& tile) {
@@ -259,21 +286,14 @@ struct LayerStats {
             min = tile.min[j] < min ? tile.min[j] : min;
             max = tile.max[j] > max ? tile.max[j] : max;
         }
+        for (std::size_t j = 0; j < tile.width; ++j) deriv_sq_sum += tile.deriv_sq[j];
         zeros += tile.zeros;
         saturated += tile.saturated;
         nonfinite += tile.nonfinite;
         pre_nonfinite += tile.pre_nonfinite;
     }
 
-    void merge(const HistCounts& counts) {
-        const std::size_t bins = hist.size();
-        for (int copy = 0; copy < HistCounts::kCopies; ++copy) {
-            const std::int64_t* h = counts.slots.data() + copy * counts.stride;
-            for (std::size_t b = 0; b < bins; ++b) hist[b] += h[b];
-            below += h[bins];
-            above += h[bins + 1];
-        }
-    }
+    void merge(const HistCounts& counts) { counts.add_to(hist, below, above); }
 
     /// The accumulators as a run returns them (min and max NaN where no value was finite).
     LayerResult result() && {
@@ -291,9 +311,151 @@ struct LayerStats {
         r.saturated = saturated;
         r.nonfinite = nonfinite;
         r.pre_nonfinite = pre_nonfinite;
+        r.deriv_sq_sum = deriv_sq_sum;
         return r;
     }
 };
+
+/// The statistics of one tile of back-propagated gradients delta: per-column shifted sums
+/// (as TileStats), min and max over finite values, and the count of the others.
+struct GradTileStats {
+    std::size_t width = 0;
+    std::int64_t rows = 0;
+    std::vector<double> shift, s1, s2, min, max;
+    std::int64_t nonfinite = 0;
+    std::vector<std::int32_t> index;  // histogram slots of the tile's values
+    std::vector<double> mean_buf, m2_buf;
+
+    void reset(std::size_t w) {
+        width = w;
+        rows = 0;
+        for (auto* v : {&shift, &s1, &s2}) v->assign(w, 0.0);
+        min.assign(w, std::numeric_limits<double>::infinity());
+        max.assign(w, -std::numeric_limits<double>::infinity());
+        nonfinite = 0;
+    }
+
+    /// Accumulates `count` consecutive rows of delta (row stride = width).
+    template <class T>
+    void add_rows(const T* __restrict values, std::size_t count) {
+        if (rows == 0)
+            for (std::size_t j = 0; j < width; ++j) shift[j] = static_cast<double>(values[j]);
+        rows += static_cast<std::int64_t>(count);
+        for (std::size_t r = 0; r < count; ++r)
+            nonfinite += row(width, values + r * width, shift.data(), s1.data(), s2.data(),
+                             min.data(), max.data());
+    }
+
+    /// The largest finite |delta| of the tile, 0 if there is none.
+    double max_abs() const {
+        double m = 0.0;
+        for (std::size_t j = 0; j < width; ++j) {
+            if (min[j] <= max[j]) m = std::max(m, std::max(-min[j], max[j]));
+        }
+        return m;
+    }
+
+    /// The tile's per-column means and M2 (into mean_buf, m2_buf).
+    void finish_moments() {
+        mean_buf.resize(width);
+        m2_buf.resize(width);
+        const double n = static_cast<double>(rows);
+        for (std::size_t j = 0; j < width; ++j) {
+            mean_buf[j] = shift[j] + s1[j] / n;
+            const double m2 = s2[j] - s1[j] * s1[j] / n;
+            m2_buf[j] = m2 > 0.0 ? m2 : 0.0;
+        }
+    }
+
+    /// Counts n values of delta into `hist` (the bins of `spec`).
+    template <class T>
+    void bin(const T* values, std::size_t n, const HistSpec& spec, HistCounts& hist) {
+        index.resize(n);
+        bin_values(n, values, index.data(), spec.low, spec.high, spec.scale, spec.bins);
+        hist.add(index.data(), n);
+    }
+
+private:
+    // Free-standing with restrict-qualified parameters, so that it vectorises across columns.
+    template <class T>
+    static std::int64_t row(std::size_t w, const T* __restrict v, const double* __restrict k,
+                            double* __restrict a1, double* __restrict a2, double* __restrict lo,
+                            double* __restrict hi) {
+        constexpr double big = std::numeric_limits<double>::max();
+        constexpr double inf = std::numeric_limits<double>::infinity();
+        std::int64_t nf = 0;
+        for (std::size_t j = 0; j < w; ++j) {
+            const double x = static_cast<double>(v[j]);
+            const double d = x - k[j];
+            a1[j] += d;
+            a2[j] += d * d;
+            const bool finite = std::abs(x) <= big;
+            const double x_lo = finite ? x : inf;
+            const double x_hi = finite ? x : -inf;
+            lo[j] = x_lo < lo[j] ? x_lo : lo[j];
+            hi[j] = x_hi > hi[j] ? x_hi : hi[j];
+            nf += finite ? 0 : 1;
+        }
+        return nf;
+    }
+};
+
+/// Everything one layer's gradients accumulate over all tiles and chunks, in a fixed order.
+struct GradLayerStats {
+    UnitMoments moments;
+    double min = std::numeric_limits<double>::infinity();
+    double max = -std::numeric_limits<double>::infinity();
+    std::vector<std::int64_t> hist;
+    std::int64_t below = 0, above = 0, nonfinite = 0;
+
+    void reset(std::size_t width, int bins) {
+        moments.reset(width);
+        hist.assign(static_cast<std::size_t>(bins), 0);
+    }
+
+    void merge(GradTileStats& tile) {
+        if (tile.rows == 0) return;
+        tile.finish_moments();
+        moments.merge(tile.rows, tile.mean_buf.data(), tile.m2_buf.data());
+        for (std::size_t j = 0; j < tile.width; ++j) {
+            min = tile.min[j] < min ? tile.min[j] : min;
+            max = tile.max[j] > max ? tile.max[j] : max;
+        }
+        nonfinite += tile.nonfinite;
+    }
+
+    void merge(const HistCounts& counts) { counts.add_to(hist, below, above); }
+
+    /// The accumulators as a run returns them (without the weight-gradient figures).
+    GradResult result() && {
+        GradResult r;
+        r.unit_mean = std::move(moments.mean);
+        r.unit_m2 = std::move(moments.m2);
+        r.min = std::isinf(min) ? std::nan("") : min;
+        r.max = std::isinf(max) ? std::nan("") : max;
+        r.hist = std::move(hist);
+        r.below = below;
+        r.above = above;
+        r.nonfinite = nonfinite;
+        return r;
+    }
+};
+
+/// Population std of n values, two passes in float64 (with their sum of squares in sq).
+template <class T>
+double two_pass_std(const T* values, std::size_t n, double* sum_sq = nullptr) {
+    double sum = 0.0;
+    for (std::size_t i = 0; i < n; ++i) sum += static_cast<double>(values[i]);
+    const double mean = sum / static_cast<double>(n);
+    double m2 = 0.0, sq = 0.0;
+    for (std::size_t i = 0; i < n; ++i) {
+        const double v = static_cast<double>(values[i]);
+        m2 += (v - mean) * (v - mean);
+        sq += v * v;
+    }
+    if (sum_sq != nullptr) *sum_sq = sq;
+    return std::sqrt(m2 / static_cast<double>(n));
+}
 
 }  // namespace INITSCOPE_ISA_NAMESPACE
 }  // namespace initscope

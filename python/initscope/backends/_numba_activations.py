@@ -14,7 +14,9 @@ CPU.  Both are within 4 ulp of the correctly rounded values
 the two bit for bit); see activations.hpp for the method.
 
 float32 tanh, sigmoid and the piecewise-linear activations run in float32; the others are
-evaluated in float64 and rounded once, as in the C++ kernel.
+evaluated in float64 and rounded once, as in the C++ kernel.  The derivatives
+(:func:`derive_row`, ``derive`` in activations.hpp) are evaluated in float64 for both
+dtypes and rounded once, from the same exp polynomial.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from .. import random as spec
 from ..activations import ACTIVATIONS
 from ._numba_generator import blocks
 
-__all__ = ["activate_row", "activation_args"]
+__all__ = ["activate_row", "activation_args", "derive_row"]
 
 as_bits = spec.as_bits  # (their scalar forms are registered by _numba_generator)
 from_bits = spec.from_bits
@@ -353,6 +355,45 @@ def _gelu32(x):
     return 0.0 * xd if np.float32(tail) == _ZERO32 else 0.5 * xd * tail
 
 
+# ---- derivatives (activations.hpp, math::d_*), in float64 --------------------------------
+
+
+@njit(inline="always", error_model="numpy")
+def _exp_le0(x):
+    """exp(x) for x <= 0, any x (zero below the clamp)."""
+    t = x if x > _EXP_MIN64 else _EXP_MIN64
+    return _exp_nonpositive64(t)
+
+
+@njit(inline="always", error_model="numpy")
+def _sigmoid_slope(s):
+    """e / (1 + e)^2 for e = exp(-|s|): sigmoid'(s), without overflow or cancellation."""
+    e = _exp_le0(-abs(s))
+    d = 1.0 + e
+    return e / (d * d)
+
+
+_GELU_C = _hex("0x1.9884533d43651p-1")  # sqrt(2 / pi)
+_GELU_K = 0.044715
+
+
+@njit(inline="always", error_model="numpy")
+def _d_gelu(x):
+    if x < -40.0:
+        return 0.0 * x  # both terms underflow
+    return 0.5 * math.erfc(-x * _RSQRT2_HI) + x * (_INV_SQRT_2PI * _exp_le0(-0.5 * x * x))
+
+
+@njit(inline="always", error_model="numpy")
+def _d_gelu_tanh(x):
+    xc = x if x > -60.0 else -60.0  # beyond, sigmoid(2u) is 0 or 1
+    xc = xc if xc < 60.0 else 60.0
+    x2 = xc * xc
+    two_u = 2.0 * _GELU_C * (xc + _GELU_K * x2 * xc)
+    du = 2.0 * _GELU_C * (1.0 + 3.0 * _GELU_K * x2)
+    return _sigmoid64(two_u) + x * du * _sigmoid_slope(two_u)
+
+
 def _tanh(x):  # typed dispatch: float32 math for float32 values, as the C++ kernel
     raise NotImplementedError
 
@@ -428,6 +469,66 @@ def activate_row(code, slope, alpha, flush, src, dst):
     else:  # LINEAR
         for j in range(n):
             dst[j] = src[j]
+
+
+@njit(error_model="numpy")
+def derive_row(code, slope, alpha, src, dst):
+    """``dst[j] = act'(src[j])``, evaluated in float64 and rounded once to ``dst``'s dtype;
+    NaN stays NaN (activations.hpp, ``derive``).  ``slope`` and ``alpha`` as
+    :func:`activation_args` gives them."""
+    n = src.size
+    if code == TANH:
+        for j in range(n):
+            x = np.float64(src[j])
+            d = 4.0 * _sigmoid_slope(2.0 * x)  # sech^2 x = 4 e / (1 + e)^2, e = exp(-2|x|)
+            dst[j] = x if x != x else d
+    elif code == RELU:
+        for j in range(n):
+            x = np.float64(src[j])
+            dst[j] = x if x != x else (1.0 if x > 0.0 else 0.0)
+    elif code == LEAKY_RELU:
+        other = np.float64(slope)
+        for j in range(n):
+            x = np.float64(src[j])
+            dst[j] = x if x != x else (1.0 if x > 0.0 else other)
+    elif code == SIGMOID:
+        for j in range(n):
+            x = np.float64(src[j])
+            d = _sigmoid_slope(x)
+            dst[j] = x if x != x else d
+    elif code == SOFTPLUS:
+        for j in range(n):
+            x = np.float64(src[j])
+            d = _sigmoid64(x)
+            dst[j] = x if x != x else d
+    elif code == ELU:
+        for j in range(n):
+            x = np.float64(src[j])
+            d = 1.0 if x > 0.0 else alpha * _exp_le0(x)
+            dst[j] = x if x != x else d
+    elif code == SELU:
+        for j in range(n):
+            x = np.float64(src[j])
+            d = _SELU_SCALE if x > 0.0 else _SELU_SCALE_ALPHA * _exp_le0(x)
+            dst[j] = x if x != x else d
+    elif code == GELU:
+        for j in range(n):
+            x = np.float64(src[j])
+            dst[j] = x if x != x else _d_gelu(x)
+    elif code == GELU_TANH:
+        for j in range(n):
+            x = np.float64(src[j])
+            d = _d_gelu_tanh(x)
+            dst[j] = x if x != x else d
+    elif code == SILU:
+        for j in range(n):
+            x = np.float64(src[j])
+            d = _sigmoid64(x) + x * _sigmoid_slope(x)
+            dst[j] = x if x != x else d
+    else:  # LINEAR
+        for j in range(n):
+            x = np.float64(src[j])
+            dst[j] = x if x != x else 1.0
 
 
 def activation_args(activation, dtype: np.dtype) -> tuple:

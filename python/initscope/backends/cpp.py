@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..plan import Plan
-from ..result import RawStats
+from ..result import GradRaw, RawStats
 
 if TYPE_CHECKING:
     from .. import _core
@@ -108,7 +108,12 @@ def run(plan: Plan) -> RawStats:
         threads=plan.threads,
         chunk_size=plan.chunk_size,
         keep_activations=plan.keep_activations,
+        gradients=plan.gradients,
+        output_grad=plan.output_grad,
+        grad_bins=plan.grad_bins,
+        grad_range=plan.grad_range,
     )
+    grads = raw.grads
     return RawStats(
         unit_mean=raw.unit_mean,
         unit_m2=raw.unit_m2,
@@ -124,17 +129,38 @@ def run(plan: Plan) -> RawStats:
         nonfinite=raw.nonfinite,
         pre_nonfinite=raw.pre_nonfinite,
         activations=raw.activations,
+        deriv_sq_sum=raw.deriv_sq_sum,
+        grads=None
+        if grads is None
+        else GradRaw(
+            unit_mean=grads.unit_mean,
+            unit_m2=grads.unit_m2,
+            min=grads.min,
+            max=grads.max,
+            hist=grads.hist,
+            below=grads.below,
+            above=grads.above,
+            nonfinite=grads.nonfinite,
+            hist_range=grads.hist_range,
+            weight_grad_std=grads.weight_grad_std,
+            weight_grad_norm=grads.weight_grad_norm,
+            weight_std=grads.weight_std,
+        ),
     )
 
 
 def estimate_memory(plan: Plan) -> int:
     """Bytes :func:`run` needs: two chunk buffers of the widest layer in the run's dtype, the
     weights as the kernel keeps them, every thread's histogram copies and the kept
-    activations."""
+    activations; with gradients, what the backward pass keeps per chunk and the weight
+    gradients (:meth:`Plan.gradient_bytes`) and the gradient histograms' copies."""
     _load()
     from .. import _core
 
     width = max(plan.input_dim, *plan.widths)
     buffers = 2 * min(plan.chunk_size, plan.n_samples) * width * plan.dtype.itemsize
     hist = (plan.bins + 3) * 8 * plan.threads * _core.HIST_COPIES
+    if plan.gradients:
+        hist += (plan.grad_bins + 3) * 8 * plan.threads * _core.HIST_COPIES
+        buffers += plan.gradient_bytes()
     return buffers + plan.weight_bytes(_core.WEIGHT_CACHE_BYTES) + hist + plan.kept_bytes()

@@ -5,7 +5,8 @@
 - :func:`histograms` draws the histogram grid alone;
 - :func:`compare` draws one per-layer statistic of several runs as one line each;
 - :func:`heatmap` draws one layer's statistic of a sweep's table over two of its parameters
-  (e.g. the order-to-chaos phase diagram over σ_w × σ_b).
+  (e.g. the order-to-chaos phase diagram over σ_w × σ_b);
+- :func:`phase_diagram` draws that heatmap with the critical line of mean-field theory.
 
 Every function returns the :class:`matplotlib.figure.Figure` it drew on, and takes ``ax=``
 to draw into axes (or a figure or subfigure) of the caller's instead of a new figure.
@@ -26,5 +27,14 @@ from __future__ import annotations
 
 from ._runs import MAX_HISTOGRAMS, compare, histograms, plot_result
 from ._sweeps import AGGREGATES, heatmap
+from ._theory import phase_diagram
 
-__all__ = ["AGGREGATES", "MAX_HISTOGRAMS", "compare", "heatmap", "histograms", "plot_result"]
+__all__ = [
+    "AGGREGATES",
+    "MAX_HISTOGRAMS",
+    "compare",
+    "heatmap",
+    "histograms",
+    "phase_diagram",
+    "plot_result",
+]

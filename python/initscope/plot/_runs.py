@@ -107,24 +107,35 @@ def _check_overlay(overlay: Any, fields: Sequence[str], depth: int) -> dict[str,
     return dict(overlay)
 
 
+#: The two panels over depth of :func:`plot_result`: (field, title) each, and the gradients'.
+_PANELS = (("mean", "layer mean"), ("std", "layer std"))
+_GRAD_PANELS = (
+    ("grad_std", "gradient std (dL/dh)"),
+    ("weight_grad_ratio", "weight gradient std / weight std"),
+)
+
+
 def _draw_moments(
     ax_mean: Axes,
     ax_std: Axes,
     result: PropagationResult,
     log_std: bool,
     overlay: Mapping[str, Any],
+    panels: tuple[tuple[str, str], ...] = _PANELS,
 ) -> None:
-    """The classic figure's two panels: layer mean and layer std against depth."""
+    """The classic figure's two panels: layer mean and layer std against depth (or the
+    ``panels`` given, the second on a log axis with ``log_std``)."""
     layers = np.arange(1, result.depth + 1)
-    ax_mean.plot(layers, result.mean, "ob-", label="measured")
-    ax_std.plot(layers, result.std, "or-", label="measured")
+    (first, _), (second, _) = panels
+    ax_mean.plot(layers, getattr(result, first), "ob-", label="measured")
+    ax_std.plot(layers, getattr(result, second), "or-", label="measured")
     for label, source in overlay.items():
-        for ax, field in ((ax_mean, "mean"), (ax_std, "std")):
+        for ax, (field, _) in zip((ax_mean, ax_std), panels, strict=True):
             values = _series(source, field, result.depth, f"overlay[{label!r}]")
             if values is not None:
                 ax.plot(layers, values, "--", marker="x", label=str(label))
-    for ax, field in ((ax_mean, "mean"), (ax_std, "std")):
-        ax.set_title(f"layer {field}")
+    for ax, (field, title) in zip((ax_mean, ax_std), panels, strict=True):
+        ax.set_title(title)
         ax.set_xlabel("layer")
         ax.set_ylabel(field)
         ax.set_xticks(layers if result.depth <= 20 else ax.get_xticks())
@@ -134,6 +145,8 @@ def _draw_moments(
             ax.legend(fontsize="small")
     if log_std:
         ax_std.set_yscale("log")
+        if panels is _GRAD_PANELS:  # both span decades in a vanishing or exploding network
+            ax_mean.set_yscale("log")
 
 
 def _number(value: float) -> str:
@@ -181,9 +194,10 @@ def _draw_histogram(
 
 
 def _draw_histogram_grid(
-    container: Any, result: PropagationResult, layers: list[int]
+    container: Any, result: PropagationResult, layers: list[int], gradients: bool = False
 ) -> list[Axes]:
-    """The histograms of ``layers`` in rows of up to five, on ``container`` or given Axes."""
+    """The histograms of ``layers`` in rows of up to five, on ``container`` or given Axes:
+    of the activations, or with ``gradients`` of the back-propagated gradients."""
     from matplotlib.ticker import EngFormatter
 
     if is_container(container):
@@ -198,21 +212,36 @@ def _draw_histogram_grid(
             grid[row, 0].set_ylabel("count")
     else:
         axes = container
+    prefix = "grad_" if gradients else ""
+    hist, edges = getattr(result, f"{prefix}hist"), getattr(result, f"{prefix}bin_edges")
+    below, above = getattr(result, f"{prefix}below"), getattr(result, f"{prefix}above")
+    nonfinite = getattr(result, f"{prefix}nonfinite")
     for ax, layer in zip(axes, layers, strict=True):
         i = layer - 1
         _draw_histogram(
             ax,
-            result.hist[i],
-            result.bin_edges,
-            below=int(result.below[i]),
-            above=int(result.above[i]),
-            nonfinite=int(result.nonfinite[i]),
+            hist[i],
+            edges,
+            below=int(below[i]),
+            above=int(above[i]),
+            nonfinite=int(nonfinite[i]),
             total=result.n_samples * result.widths[i],
-            title=f"layer {layer}",
+            title=f"layer {layer}" + (" dL/dh" if gradients else ""),
         )
         # counts reach millions: "250k" is shorter than an offset label over the title
         ax.yaxis.set_major_formatter(EngFormatter(sep=""))
     return axes
+
+
+def _check_gradients(result: PropagationResult, gradients: Any) -> bool:
+    if not isinstance(gradients, bool | np.bool_):
+        raise TypeError(f"gradients must be True or False, got {gradients!r}")
+    if gradients and not result.has_gradients:
+        raise ValueError(
+            "gradients=True draws the gradients of a run with them: run propagate(..., "
+            "gradients=True)"
+        )
+    return bool(gradients)
 
 
 def plot_result(
@@ -222,11 +251,14 @@ def plot_result(
     layers: Any = None,
     log_std: bool = False,
     overlay: Mapping[str, Any] | None = None,
+    gradients: bool = False,
 ) -> Figure:
     """The classic experiment's figures for one run (see :meth:`PropagationResult.plot`)."""
     result = _check_result(result)
     picked = _layer_numbers(layers, result.depth)
-    sources = _check_overlay(overlay, ("mean", "std"), result.depth)
+    grads = _check_gradients(result, gradients)
+    panels = _GRAD_PANELS if grads else _PANELS
+    sources = _check_overlay(overlay, tuple(field for field, _ in panels), result.depth)
     if not isinstance(log_std, bool | np.bool_):
         raise TypeError(f"log_std must be True or False, got {log_std!r}")
     require_matplotlib()
@@ -235,18 +267,20 @@ def plot_result(
         container: Any = new_figure(3.0 + 2.0 * rows) if ax is None else ax
         top, bottom = container.subfigures(2, 1, height_ratios=[3.0, 2.0 * rows])
         ax_mean, ax_std = top.subplots(1, 2)
-        _draw_moments(ax_mean, ax_std, result, bool(log_std), sources)
-        _draw_histogram_grid(bottom, result, picked)
+        _draw_moments(ax_mean, ax_std, result, bool(log_std), sources, panels)
+        _draw_histogram_grid(bottom, result, picked, grads)
         if ax is None:
-            container.suptitle(_summary(result))
+            container.suptitle(_summary(result) + (": gradients" if grads else ""))
         return root(container)
     axes = axes_list(ax, 2 + len(picked))
-    _draw_moments(axes[0], axes[1], result, bool(log_std), sources)
-    _draw_histogram_grid(axes[2:], result, picked)
+    _draw_moments(axes[0], axes[1], result, bool(log_std), sources, panels)
+    _draw_histogram_grid(axes[2:], result, picked, grads)
     return root(axes[0])
 
 
-def histograms(result: PropagationResult, *, layers: Any = None, ax: Any = None) -> Figure:
+def histograms(
+    result: PropagationResult, *, layers: Any = None, ax: Any = None, gradients: bool = False
+) -> Figure:
     """One activation histogram per layer, from ``result.hist`` and ``result.bin_edges``.
 
     Parameters
@@ -259,6 +293,9 @@ def histograms(result: PropagationResult, *, layers: Any = None, ax: Any = None)
     ax
         A Figure or SubFigure to draw the grid in, or one Axes per layer; default: a new
         figure.
+    gradients
+        Draw the histograms of the back-propagated gradients ``dL/dh`` instead
+        (``result.grad_hist`` on ``result.grad_bin_edges``), of a run with gradients.
 
     Returns
     -------
@@ -269,17 +306,18 @@ def histograms(result: PropagationResult, *, layers: Any = None, ax: Any = None)
     """
     result = _check_result(result)
     picked = _layer_numbers(layers, result.depth)
+    grads = _check_gradients(result, gradients)
     require_matplotlib()
     if ax is None:
         figure = new_figure(0.4 + 2.0 * math.ceil(len(picked) / _HIST_COLUMNS))
-        _draw_histogram_grid(figure, result, picked)
-        figure.suptitle(_summary(result))
+        _draw_histogram_grid(figure, result, picked, grads)
+        figure.suptitle(_summary(result) + (": gradients dL/dh" if grads else ""))
         return figure
     if is_container(ax):
-        _draw_histogram_grid(ax, result, picked)
+        _draw_histogram_grid(ax, result, picked, grads)
         return root(ax)
     axes = axes_list(ax, len(picked))
-    _draw_histogram_grid(axes, result, picked)
+    _draw_histogram_grid(axes, result, picked, grads)
     return root(axes[0])
 
 
@@ -309,7 +347,8 @@ def compare(
         One legend label per run; default: the mapping's keys, else each run's init name.
     value
         The statistic to draw: a per-layer field of the result (``PropagationResult.
-        LAYER_FIELDS``: ``"std"``, ``"mean"``, ``"pre_std"``, ``"zero_fraction"``, ...).
+        LAYER_FIELDS``: ``"std"``, ``"mean"``, ``"pre_std"``, ``"zero_fraction"``, ...,
+        or of runs with gradients, ``GRAD_FIELDS``: ``"grad_std"``, ``"chi1_measured"``...).
     log
         A log y axis; when some values are zero or negative (e.g. ``value="mean"``), a
         symmetric log axis, linear around zero, so that they stay visible.
@@ -344,11 +383,14 @@ def compare(
         labels = [_default_label(run) for run in runs]
     if isinstance(labels, str) or len(labels) != len(runs):
         raise ValueError(f"labels must give one label per result ({len(runs)}), got {labels!r}")
-    if value not in PropagationResult.LAYER_FIELDS:
+    fields = (*PropagationResult.LAYER_FIELDS, *PropagationResult.GRAD_FIELDS)
+    if value not in fields:
         raise ValueError(
-            f"value must be a per-layer field, one of {', '.join(PropagationResult.LAYER_FIELDS)};"
-            f" got {value!r}"
+            f"value must be a per-layer field, one of {', '.join(fields)}; got {value!r}"
         )
+    for i, run in enumerate(runs):
+        if getattr(run, value) is None:
+            raise ValueError(f"results[{i}] has no {value!r}: run it with gradients=True")
     if overlay is not None and (isinstance(overlay, Mapping) or len(overlay) != len(runs)):
         raise ValueError(f"overlay must give one entry (or None) per result ({len(runs)})")
     extras = list(overlay) if overlay is not None else [None] * len(runs)

@@ -73,7 +73,7 @@ def _one_configuration_per_cell(rows: pandas.DataFrame, x: str, y: str, value: s
     if not mixed:
         return
     ignore = {x, y, value, "config_id", "repeat", "seed", "layer", "hist"}
-    ignore.update(PropagationResult.LAYER_FIELDS)
+    ignore.update(PropagationResult.LAYER_FIELDS, PropagationResult.GRAD_FIELDS)
     varying = [
         str(column)
         for column in rows.columns

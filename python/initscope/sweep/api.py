@@ -75,7 +75,8 @@ def sweep(
         Parameter names mapped to lists of values, e.g. ``{"sigma_w": [1.0, 1.5],
         "depth": [10, 50]}``; every combination is one configuration.  Names are
         propagate's keywords (``widths, init, activation, n_samples, input_dim, bias,
-        seed, dtype, bins, hist_range, backend, chunk_size``) and four conveniences:
+        seed, dtype, bins, hist_range, backend, chunk_size, gradients, grad_bins,
+        grad_range``) and four conveniences:
 
         - ``width`` and ``depth``: ``widths = [width] * depth`` (both needed; not with
           ``widths``);
@@ -88,7 +89,8 @@ def sweep(
           callables) or a list of inits per layer raise ValueError;
         - ``sigma_b``: the std of the biases, ``bias``'s other name (not with ``bias``).
 
-        ``threads``, ``max_memory``, ``keep_activations`` and ``inputs`` are not accepted.
+        ``threads``, ``max_memory``, ``keep_activations``, ``inputs`` and ``output_grad``
+        are not accepted.
     fixed
         Parameters shared by every configuration, with the same names.
     repeats
@@ -131,9 +133,13 @@ def sweep(
         A :class:`pandas.DataFrame` with one row per (configuration, repeat, layer): the
         configuration's columns (the names of ``grid`` and ``fixed``), ``config_id``,
         ``repeat``, ``seed``, ``layer`` (from 1), ``width`` and every per-layer statistic of
-        :class:`PropagationResult` (``mean, std, min, max, pre_mean, pre_std, ...``).  Its
+        :class:`PropagationResult` (``mean, std, min, max, pre_mean, pre_std, ...,
+        chi1``).  When some configuration has ``gradients=True``, the gradient statistics
+        too (``PropagationResult.GRAD_FIELDS``: ``grad_std, weight_grad_ratio,
+        chi1_measured, ...``, all floats, NaN in configurations without gradients).  Its
         ``.histograms`` is the histogram table: ``config_id, repeat, layer, bin, low,
-        high, count``.  With ``out``, both hold every configuration written there.
+        high, count``, and ``.grad_histograms`` the same for the gradient histograms.  With
+        ``out``, all hold every configuration written there.
 
     Raises
     ------
@@ -162,6 +168,7 @@ def sweep(
 
     configs, identity = expand(grid, fixed, repeats=n_repeats, seed=int(seed), max_configs=limit)
     columns = list(configs[0].columns)
+    gradients = any(c.kwargs.get("gradients", False) for c in configs)
 
     from . import store as store_module
     from .frames import finish, tables
@@ -175,7 +182,7 @@ def sweep(
     local_workers = n_workers or cpus()
     done: set[str] = set()
     if store is not None:
-        done = store.start([c.config_id for c in configs], columns)
+        done = store.start([c.config_id for c in configs], columns, gradients)
     todo = [c for c in configs if c.config_id not in done]
     jobs = prepare(todo, local_workers, budget, local=executor is None)
     bar = _progress(progress, len(configs), len(configs) - len(todo))
@@ -189,7 +196,7 @@ def sweep(
     def flush() -> None:
         nonlocal last_write
         if store is not None and unwritten:
-            store.write(*tables(columns, unwritten))
+            store.write(*tables(columns, unwritten, gradients))
             unwritten.clear()
         last_write = time.monotonic()
 
@@ -228,4 +235,5 @@ def sweep(
     if store is not None:
         return store_module.load_sweep(store.path)
     order = {c.config_id: c.index for c in configs}
-    return finish(*tables(columns, finished), order)
+    frame, histograms, grad_histograms = tables(columns, finished, gradients)
+    return finish(frame, histograms, order, grad_histograms)

@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 #: Version of what a written sweep holds (columns, hashes, seeds): part of every hash.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 #: Keywords of :func:`initscope.propagate` a sweep accepts in ``grid`` or ``fixed``.
 PROPAGATE_KEYS = (
@@ -52,6 +52,9 @@ PROPAGATE_KEYS = (
     "hist_range",
     "backend",
     "chunk_size",
+    "gradients",
+    "grad_bins",
+    "grad_range",
 )
 #: Conveniences: ``widths = [width] * depth``; ``sigma_w`` weights of variance
 #: ``sigma_w**2 / fan_in``; ``sigma_b`` the bias std.
@@ -64,6 +67,7 @@ _REFUSED = {
     "max_memory": "pass max_memory to sweep() itself",
     "keep_activations": "a sweep keeps statistics, not activation arrays",
     "inputs": "a sweep draws its inputs from each run's seed; sweep n_samples instead",
+    "output_grad": "a sweep draws its output gradients from each run's seed",
 }
 
 #: Keywords that change no number of a run, so they stay out of the hash.
@@ -146,7 +150,7 @@ def _bias(value: Any, name: str) -> tuple[Any, Any]:
 def normalise(key: str, value: Any, name: str) -> tuple[Any, Any]:
     """``(token, column)`` of ``value`` for ``key``: the token enters the hash and the
     run, the column is what the tables show.  Raises TypeError/ValueError naming ``name``."""
-    if key in ("n_samples", "bins", "width", "depth", "chunk_size"):
+    if key in ("n_samples", "bins", "width", "depth", "chunk_size", "grad_bins"):
         n = positive_int(value, name)
         return n, n
     if key == "input_dim":
@@ -176,7 +180,11 @@ def normalise(key: str, value: Any, name: str) -> tuple[Any, Any]:
         if value not in ("auto", *BACKENDS):
             raise ValueError(f"{name} must be one of auto, {', '.join(BACKENDS)}; got {value!r}")
         return value, value
-    if key == "hist_range":
+    if key == "gradients":
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
+        return bool(value), bool(value)
+    if key in ("hist_range", "grad_range"):
         if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
             raise TypeError(f"{name} must be a pair (low, high), got {value!r}")
         low, high = real(value[0], f"{name}[0]"), real(value[1], f"{name}[1]")
@@ -376,8 +384,12 @@ def _config(
     for key in ("n_samples", "input_dim", "dtype", "bins", "backend", "chunk_size"):
         if key in tokens and tokens[key] is not None:
             kwargs[key] = tokens[key]
-    if "hist_range" in tokens:
-        kwargs["hist_range"] = tuple(tokens["hist_range"])
+    for key in ("gradients", "grad_bins"):
+        if key in tokens:
+            kwargs[key] = tokens[key]
+    for key in ("hist_range", "grad_range"):
+        if key in tokens:
+            kwargs[key] = tuple(tokens[key])
     if "activation" in raw:
         kwargs["activation"] = raw["activation"]
     init = raw.get("init", _DEFAULTS["init"])
@@ -406,6 +418,11 @@ def _config(
         hashed["init"] = repr(init)
     if isinstance(hashed["bias"], list) and len(set(hashed["bias"])) == 1:
         hashed["bias"] = hashed["bias"][0]
+    # the gradients' histogram changes no number of a run without gradients
+    hashed["gradients"] = tokens.get("gradients", False)
+    if hashed["gradients"]:
+        hashed["grad_bins"] = tokens.get("grad_bins", hashed["bins"])
+        hashed["grad_range"] = tokens.get("grad_range")
     config_id = _digest({"format": FORMAT_VERSION, "run": hashed})
     if "seed" in tokens:
         seeds: tuple[int, ...] = (tokens["seed"],)

@@ -67,6 +67,8 @@ def prepare(configs: list[Config], workers: int, max_memory: int, local: bool) -
         except (TypeError, ValueError) as error:
             raise type(error)(f"configuration {describe(config)}: {error}") from None
         macs = plan.n_samples * sum(layer.fan_in * layer.fan_out for layer in plan.layers)
+        if plan.gradients:
+            macs *= 3  # the backward pass: delta_l @ W_l.T and a_{l-1}.T @ delta_l
         large = local and macs >= LARGE_WORK
         if large:
             _, module, plan = plan_config(config.kwargs, workers)

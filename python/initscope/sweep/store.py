@@ -5,10 +5,11 @@ An ``out`` directory holds::
     sweep.json                    what sweep this is: its identity and configuration order
     frame/part-<hash>.parquet     main-table rows of a group of finished configurations
     histograms/part-<hash>.parquet  their histogram rows
+    grad_histograms/part-<hash>.parquet  their gradient histogram rows (runs with gradients)
 
 (``.csv`` parts instead when ``out`` ends in ``.csv``.)  Every file is written under a
 temporary name in the same directory and renamed, which POSIX makes atomic: a crash leaves
-either the whole part or none of it.  A group's histogram part is renamed before its frame
+either the whole part or none of it.  A group's histogram parts are renamed before its frame
 part, and a configuration counts as done when its frame part exists, so a configuration is
 never half there; a histogram part without its frame part is a leftover, removed on resume.
 """
@@ -29,6 +30,8 @@ __all__ = ["Store", "load_sweep"]
 MANIFEST = "sweep.json"
 FRAME_DIR = "frame"
 HIST_DIR = "histograms"
+GRAD_HIST_DIR = "grad_histograms"
+_DIRS = (FRAME_DIR, HIST_DIR, GRAD_HIST_DIR)
 
 
 def _kind(path: Path) -> str:
@@ -86,7 +89,7 @@ class Store:
                 f"or new directory"
             )
         try:
-            for sub in (FRAME_DIR, HIST_DIR):
+            for sub in _DIRS:
                 (self.path / sub).mkdir(parents=True, exist_ok=True)
             probe = self.path / f".probe-{uuid.uuid4().hex}"
             probe.write_bytes(b"")
@@ -95,35 +98,43 @@ class Store:
             raise ValueError(f"out {str(self.path)!r} is not writable: {error}") from None
 
     def _clear(self) -> None:
-        for sub in (FRAME_DIR, HIST_DIR):
+        for sub in _DIRS:
             shutil.rmtree(self.path / sub, ignore_errors=True)
         (self.path / MANIFEST).unlink(missing_ok=True)
 
-    def start(self, config_ids: Sequence[str], columns: Sequence[str]) -> set[str]:
+    def start(
+        self, config_ids: Sequence[str], columns: Sequence[str], gradients: bool = False
+    ) -> set[str]:
         """Write the manifest, clear leftovers, and return the configurations already done."""
         manifest = {
             "sweep_id": self.sweep_id,
             "identity": self.identity,
             "columns": list(columns),
             "config_ids": list(config_ids),
+            "gradients": gradients,
         }
         self._atomic(self.path / MANIFEST, lambda p: p.write_text(json.dumps(manifest)))
-        for sub in (FRAME_DIR, HIST_DIR):
+        for sub in _DIRS:
             for leftover in (self.path / sub).glob(".*.tmp"):
                 leftover.unlink(missing_ok=True)
         frames = {p.name for p in (self.path / FRAME_DIR).glob(f"part-*.{self.kind}")}
-        for orphan in (self.path / HIST_DIR).glob(f"part-*.{self.kind}"):
-            if orphan.name not in frames:
-                orphan.unlink(missing_ok=True)
+        for sub in (HIST_DIR, GRAD_HIST_DIR):
+            for orphan in (self.path / sub).glob(f"part-*.{self.kind}"):
+                if orphan.name not in frames:
+                    orphan.unlink(missing_ok=True)
         done: set[str] = set()
         for name in sorted(frames):
             done.update(_read(self.path / FRAME_DIR / name, self.kind, ["config_id"])["config_id"])
         return done
 
-    def write(self, frame: Any, histograms: Any) -> None:
+    def write(self, frame: Any, histograms: Any, grad_histograms: Any = None) -> None:
         """Add one part: the histograms first, then the frame that marks them done."""
         name = f"part-{uuid.uuid4().hex}.{self.kind}"
         self._atomic(self.path / HIST_DIR / name, lambda p: _write(histograms, p, self.kind))
+        if grad_histograms is not None and len(grad_histograms):
+            self._atomic(
+                self.path / GRAD_HIST_DIR / name, lambda p: _write(grad_histograms, p, self.kind)
+            )
         self._atomic(self.path / FRAME_DIR / name, lambda p: _write(frame, p, self.kind))
 
     @staticmethod
@@ -167,7 +178,8 @@ def load_sweep(path: Any) -> Any:
     -------
     SweepFrame
         The main table (a :class:`pandas.DataFrame`), rows in the grid's order, then repeat,
-        then layer, with the histogram table as ``.histograms``: what ``sweep`` returned.
+        then layer, with the histogram tables as ``.histograms`` and ``.grad_histograms``:
+        what ``sweep`` returned.
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a directory path, got {type(path).__name__}")
@@ -185,9 +197,21 @@ def load_sweep(path: Any) -> Any:
     order = {cid: i for i, cid in enumerate(manifest["config_ids"])}
     names = sorted(p.name for p in (root / FRAME_DIR).glob(f"part-*.{kind}"))
     if not names:
-        frame, histograms = empty_tables(manifest["columns"])
+        frame, histograms, grad_histograms = empty_tables(
+            manifest["columns"], manifest.get("gradients", False)
+        )
     else:
         frame = _typed(pd.concat([_read(root / FRAME_DIR / n, kind) for n in names]))
-        hists = [_read(root / HIST_DIR / n, kind) for n in names if (root / HIST_DIR / n).exists()]
-        histograms = _typed(pd.concat(hists)) if hists else empty_tables([])[1]
-    return finish(frame, histograms, order)
+        histograms = _read_parts(root / HIST_DIR, names, kind, 1)
+        grad_histograms = _read_parts(root / GRAD_HIST_DIR, names, kind, 2)
+    return finish(frame, histograms, order, grad_histograms)
+
+
+def _read_parts(directory: Path, names: list[str], kind: str, which: int) -> Any:
+    """The histogram parts of ``names`` that exist in ``directory``, as one table."""
+    import pandas as pd
+
+    from .frames import _typed, empty_tables
+
+    parts = [_read(directory / n, kind) for n in names if (directory / n).exists()]
+    return _typed(pd.concat(parts)) if parts else empty_tables([])[which]
