@@ -1,8 +1,9 @@
 """Accuracy of the compiled activations' derivatives (initscope._core.testing.derive).
 
 The exact derivative is mpmath's numerical derivative (``mp.diff``) of the activation at
-50 digits, independent of any formula of ours. Derivatives are evaluated in float64 and
-rounded once to float32, so float32 must be within 1 ulp of the exact value rounded; in
+50 digits, independent of any formula of ours. tanh's and sigmoid's are evaluated in the
+run's dtype, as the activations, within ``MAX_ULP_32`` ulp in float32; the others in float64
+and rounded once, within 1 ulp of the exact value rounded. In
 float64 the error is bounded by the rounding of the arguments the formulas compute
 (``2x`` is exact, ``x^2 / 2`` and gelu_tanh's cubic are not), relative ``MAX_REL_64``.
 Run with ``-s`` to print the table of maximum errors.
@@ -29,6 +30,11 @@ except ImportError as exc:  # pragma: no cover - only without the extension
 # ~1000 ulp: exp(-2|u|) of gelu_tanh's cubic u, and exp(-x^2 / 2) of gelu, multiply the
 # rounding error of their computed arguments by the argument (hundreds in the tails).
 MAX_REL_64 = 2e-13
+MAX_ULP_32 = 4.0
+#: tanh's slope is 0 below about 2.2 times the dtype's smallest normal (activations.hpp,
+#: slope_cap): below that, values are compared absolutely, against this many smallest normals.
+FLUSHED = 4.0
+IN_DTYPE = {"tanh", "sigmoid"}
 KINKED = {"relu", "leaky_relu", "elu", "selu"}  # derivative jumps at 0 (or, elu, its 2nd)
 
 
@@ -64,7 +70,7 @@ def error_table() -> dict[tuple[str, str], tuple[float, float]]:
                 if name in KINKED and abs(xi) < 1e-3:
                     continue
                 exact = _exact_derivative(name, float(xi), param)
-                if abs(exact) < np.finfo(np.float64).tiny:
+                if abs(exact) < FLUSHED * np.finfo(np.float64).tiny:
                     continue
                 error = float(abs(mp.mpf(float(gi)) - exact) / abs(exact))
                 worst["float64"] = max(worst["float64"], (error, float(xi)))
@@ -73,7 +79,7 @@ def error_table() -> dict[tuple[str, str], tuple[float, float]]:
                 if name in KINKED and abs(xi) < 1e-3:
                     continue
                 exact = _exact_derivative(name, float(xi), p32)
-                if abs(exact) < np.finfo(np.float32).tiny:
+                if abs(exact) < FLUSHED * np.finfo(np.float32).tiny:
                     continue
                 ulp = float(np.spacing(np.float32(float(exact))))
                 error = float(abs(mp.mpf(float(gi)) - exact) / abs(ulp))
@@ -89,7 +95,8 @@ def test_derivative_matches_mpmath(name):
     rel64, at64 = table[name, "float64"]
     ulp32, at32 = table[name, "float32"]
     assert rel64 <= MAX_REL_64, f"{name} float64: relative error {rel64:.2e} at x={at64!r}"
-    assert ulp32 <= 1.0, f"{name} float32: {ulp32:.2f} ulp at x={at32!r}"
+    bound = MAX_ULP_32 if name in IN_DTYPE else 1.0
+    assert ulp32 <= bound, f"{name} float32: {ulp32:.2f} ulp at x={at32!r}"
 
 
 def test_print_error_table(capsys):
@@ -100,7 +107,7 @@ def test_print_error_table(capsys):
         lines.append(f"{name:<12} {rel:>11.2e} {ulp:>14.2f}")
     with capsys.disabled():
         print("\nmax error of the compiled derivatives vs mpmath\n" + "\n".join(lines))
-    assert max(table[name, "float32"][0] for name in ACTIVATIONS) <= 1.0
+    assert max(table[name, "float32"][0] for name in ACTIVATIONS) <= MAX_ULP_32
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -110,8 +117,9 @@ def test_derivatives_agree_with_the_reference(name, dtype):
     x = np.concatenate([np.linspace(-50, 50, 2001), [np.nan, np.inf, -np.inf, 0.0]]).astype(dtype)
     got = _core.testing.derive(act.code, act.param, x)
     want = act.derivative(x)
-    rtol = 1e-12 if dtype == "float64" else 2 * np.finfo(np.float32).eps
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=1e-300)  # NaN matches NaN
+    rtol = 1e-12 if dtype == "float64" else MAX_ULP_32 * np.finfo(np.float32).eps
+    tiny = FLUSHED * float(np.finfo(dtype).tiny)
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=tiny)  # NaN matches NaN
     assert np.isnan(got[-4])  # NaN stays NaN, in the piecewise ones too
 
 

@@ -52,6 +52,7 @@ struct ExpConst<double> {
     static constexpr double round_magic = 0x1.8p52;
     static constexpr int coefs = 13;
     static constexpr double tanh_cap = 20.0;   // tanh rounds to 1 beyond 19.1
+    static constexpr double slope_cap = 709.0;  // 2|x| for sech^2: exp(709) is finite
     static constexpr double exp_min = -760.0;  // exp underflows to 0 below -745.2
     static constexpr double deep = -1000.0;    // 2**k below the normal range: scale twice
     static constexpr double deep_shift = 200.0;
@@ -66,6 +67,7 @@ struct ExpConst<float> {
     static constexpr float round_magic = 0x1.8p23f;
     static constexpr int coefs = 7;
     static constexpr float tanh_cap = 10.0f;  // tanh rounds to 1 beyond 9.02
+    static constexpr float slope_cap = 88.3f;  // 2|x| for sech^2: 2**k stays normal
     static constexpr float exp_min = -110.0f;
     static constexpr float deep = -120.0f;
     static constexpr float deep_shift = 64.0f;
@@ -325,8 +327,33 @@ INITSCOPE_INLINE double sigmoid_slope(double s) {
     return e / (d * d);
 }
 
-INITSCOPE_INLINE double d_tanh(double x) {
-    return 4.0 * sigmoid_slope(2.0 * x);  // sech^2 x = 4 e / (1 + e)^2, e = exp(-2|x|)
+/// tanh x and its derivative sech^2 x from one e = expm1(2|x|): tanh|x| = e / (e + 2) (the
+/// bits of tanh above), sech^2 x = 4 / (E + 2 + 1 / E) with E = e + 1 = exp(2|x|), accurate
+/// in T everywhere (0 where 2|x| > slope_cap: below T's normal range).
+template <class T>
+INITSCOPE_INLINE void tanh_and_slope(T x, T& y, T& d) {
+    using C = ExpConst<T>;
+    const T two_ax = std::abs(x) + std::abs(x);
+    const T t = two_ax < C::slope_cap ? two_ax : C::slope_cap;
+    const T e = expm1_bounded(t);
+    const T s = T(4) / ((e + T(3)) + T(1) / (e + T(1)));
+    y = x != x ? x : std::copysign(e / (e + T(2)), x);
+    d = x != x ? x : (two_ax < C::slope_cap ? s : T(0));
+}
+
+/// sigmoid x (the bits of sigmoid above) and its derivative e / (1 + e)^2, e = exp(-|x|),
+/// from one exp, in T.
+template <class T>
+INITSCOPE_INLINE void sigmoid_and_slope(T x, T& y, T& d) {
+    using C = ExpConst<T>;
+    T t = -std::abs(x);
+    t = t > C::exp_min ? t : C::exp_min;
+    const T e = exp_nonpositive(t);
+    const T den = T(1) + e;
+    const T num = x >= T(0) ? T(1) : e;
+    const T zero_below = -static_cast<T>(sizeof(T) == 8 ? kSigmoidFlush64 : kSigmoidFlush32);
+    y = x != x ? x : (x < zero_below ? T(0) : num / den);
+    d = x != x ? x : e / (den * den);
 }
 
 INITSCOPE_INLINE double d_softplus(double x) {
@@ -443,8 +470,9 @@ void activate(ActivationCode code, double param, const T* __restrict in, T* __re
                                 std::to_string(static_cast<int>(code)));
 }
 
-/// out[i] = activation'(in[i]) for i < n, evaluated in float64 and rounded once; NaN stays
-/// NaN. `in` and `out` must not overlap.
+/// out[i] = activation'(in[i]) for i < n; NaN stays NaN. tanh and sigmoid are evaluated in
+/// T (as the activations), the others in float64 and rounded once. `in` and `out` must not
+/// overlap.
 template <class T>
 void derive(ActivationCode code, double param, const T* __restrict in, T* __restrict out,
             std::size_t n) {
@@ -457,8 +485,12 @@ void derive(ActivationCode code, double param, const T* __restrict in, T* __rest
         case ActivationCode::linear:
             apply([](double) { return 1.0; });
             return;
-        case ActivationCode::tanh:
-            apply([](double x) { return math::d_tanh(x); });
+        case ActivationCode::tanh:  // in T, as the activation
+            detail::map(in, out, n, [](T x) {
+                T y, d;
+                math::tanh_and_slope(x, y, d);
+                return d;
+            });
             return;
         case ActivationCode::relu:
             apply([](double x) { return x > 0.0 ? 1.0 : 0.0; });
@@ -469,7 +501,11 @@ void derive(ActivationCode code, double param, const T* __restrict in, T* __rest
             return;
         }
         case ActivationCode::sigmoid:
-            apply([](double x) { return math::sigmoid_slope(x); });
+            detail::map(in, out, n, [](T x) {
+                T y, d;
+                math::sigmoid_and_slope(x, y, d);
+                return d;
+            });
             return;
         case ActivationCode::softplus:
             apply([](double x) { return math::d_softplus(x); });
@@ -494,6 +530,24 @@ void derive(ActivationCode code, double param, const T* __restrict in, T* __rest
     }
     throw std::invalid_argument("unknown activation code " +
                                 std::to_string(static_cast<int>(code)));
+}
+
+/// activate and derive in one pass: out[i] = activation(in[i]), slope[i] = activation'(in[i])
+/// (the same bits as the two), tanh and sigmoid from one exp each. No two arrays overlap.
+template <class T>
+void activate_and_derive(ActivationCode code, double param, const T* __restrict in,
+                         T* __restrict out, T* __restrict slope, std::size_t n) {
+    switch (code) {
+        case ActivationCode::tanh:
+            for (std::size_t i = 0; i < n; ++i) math::tanh_and_slope(in[i], out[i], slope[i]);
+            return;
+        case ActivationCode::sigmoid:
+            for (std::size_t i = 0; i < n; ++i) math::sigmoid_and_slope(in[i], out[i], slope[i]);
+            return;
+        default:
+            activate(code, param, in, out, n);
+            derive(code, param, in, slope, n);
+    }
 }
 
 }  // namespace INITSCOPE_ISA_NAMESPACE

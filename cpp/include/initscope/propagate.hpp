@@ -486,8 +486,7 @@ private:
                     for (std::size_t j = 0; j < n_out; ++j)
                         h[i * n_out + j] = h[i * n_out + j] + bias[j];
             T* d = grads_ ? derivs_[l].get() + (tile.begin + r) * n_out : deriv.data();
-            activate(layer.activation, layer.param, h, post.data(), count * n_out);
-            derive(layer.activation, layer.param, h, d, count * n_out);
+            activate_and_derive(layer.activation, layer.param, h, post.data(), d, count * n_out);
             ts.add_rows(h, post.data(), count, hist_, counts);
             ts.add_derivatives(d, count);
             std::memcpy(h, post.data(), count * n_out * sizeof(T));

@@ -67,6 +67,7 @@ _DEEP64, _DEEP32 = -1000.0, _F32(-120.0)  # 2**k below the normal range: scale t
 _DEEP_SHIFT64, _DEEP_SHIFT32 = 200.0, _F32(64.0)
 _DEEP_SCALE64, _DEEP_SCALE32 = 2.0**-200, _F32(2.0**-64)
 _ONE32, _TWO32, _ZERO32 = _F32(1.0), _F32(2.0), _F32(0.0)
+_SLOPE_CAP64, _SLOPE_CAP32 = 709.0, _F32(88.3)  # 2|x| for sech^2: exp stays finite / normal
 _BIAS64, _SHIFT64 = np.uint64(1023), np.uint64(52)
 _BIAS32, _SHIFT32 = np.uint64(127), np.uint64(23)
 
@@ -189,6 +190,45 @@ def _sigmoid32(x):
     num = _ONE32 if x >= _ZERO32 else e
     y = num / (_ONE32 + e)
     return x if x != x else (_ZERO32 if x < _ZERO_BELOW32 else y)
+
+
+@njit(inline="always", error_model="numpy")
+def _tanh_slope64(x):
+    """sech^2 x = 4 / (E + 2 + 1 / E), E = exp(2|x|) = expm1(2|x|) + 1 (activations.hpp,
+    tanh_and_slope); 0 where 2|x| is beyond the cap."""
+    two_ax = abs(x) + abs(x)
+    t = two_ax if two_ax < _SLOPE_CAP64 else _SLOPE_CAP64
+    e = _expm1_bounded64(t)
+    s = 4.0 / ((e + 3.0) + 1.0 / (e + 1.0))
+    return x if x != x else (s if two_ax < _SLOPE_CAP64 else 0.0)
+
+
+@njit(inline="always", error_model="numpy")
+def _tanh_slope32(x):
+    two_ax = abs(x) + abs(x)
+    t = two_ax if two_ax < _SLOPE_CAP32 else _SLOPE_CAP32
+    e = _expm1_bounded32(t)
+    s = _F32(4.0) / ((e + _F32(3.0)) + _ONE32 / (e + _ONE32))
+    return x if x != x else (s if two_ax < _SLOPE_CAP32 else _ZERO32)
+
+
+@njit(inline="always", error_model="numpy")
+def _sigmoid_slope64(x):
+    """e / (1 + e)^2, e = exp(-|x|) (activations.hpp, sigmoid_and_slope)."""
+    t = -abs(x)
+    t = t if t > _EXP_MIN64 else _EXP_MIN64
+    e = _exp_nonpositive64(t)
+    den = 1.0 + e
+    return x if x != x else e / (den * den)
+
+
+@njit(inline="always", error_model="numpy")
+def _sigmoid_slope32(x):
+    t = -abs(x)
+    t = t if t > _EXP_MIN32 else _EXP_MIN32
+    e = _exp_nonpositive32(t)
+    den = _ONE32 + e
+    return x if x != x else e / (den * den)
 
 
 _SQRT2 = _hex("0x1.6a09e667f3bcdp+0")
@@ -406,6 +446,14 @@ def _gelu(x):
     raise NotImplementedError
 
 
+def _tanh_slope(x):
+    raise NotImplementedError
+
+
+def _typed_sigmoid_slope(x):
+    raise NotImplementedError
+
+
 def _by_dtype(impl32, impl64):
     def typer(x):
         if x == types.float32:
@@ -420,6 +468,12 @@ def _by_dtype(impl32, impl64):
 overload(_tanh, jit_options={"error_model": "numpy"})(_by_dtype(_tanh32, _tanh64))
 overload(_sigmoid, jit_options={"error_model": "numpy"})(_by_dtype(_sigmoid32, _sigmoid64))
 overload(_gelu, jit_options={"error_model": "numpy"})(_by_dtype(_gelu32, _gelu64))
+overload(_tanh_slope, jit_options={"error_model": "numpy"})(
+    _by_dtype(_tanh_slope32, _tanh_slope64)
+)
+overload(_typed_sigmoid_slope, jit_options={"error_model": "numpy"})(
+    _by_dtype(_sigmoid_slope32, _sigmoid_slope64)
+)
 
 (LINEAR, TANH, RELU, LEAKY_RELU, SIGMOID, SOFTPLUS, ELU, SELU, GELU, GELU_TANH, SILU) = (
     ACTIVATIONS.index(name)
@@ -473,15 +527,13 @@ def activate_row(code, slope, alpha, flush, src, dst):
 
 @njit(error_model="numpy")
 def derive_row(code, slope, alpha, src, dst):
-    """``dst[j] = act'(src[j])``, evaluated in float64 and rounded once to ``dst``'s dtype;
-    NaN stays NaN (activations.hpp, ``derive``).  ``slope`` and ``alpha`` as
-    :func:`activation_args` gives them."""
+    """``dst[j] = act'(src[j])``: tanh and sigmoid in ``dst``'s dtype, the others evaluated in
+    float64 and rounded once; NaN stays NaN (activations.hpp, ``derive``).  ``slope`` and
+    ``alpha`` as :func:`activation_args` gives them."""
     n = src.size
-    if code == TANH:
+    if code == TANH:  # in the dtype, as the activation
         for j in range(n):
-            x = np.float64(src[j])
-            d = 4.0 * _sigmoid_slope(2.0 * x)  # sech^2 x = 4 e / (1 + e)^2, e = exp(-2|x|)
-            dst[j] = x if x != x else d
+            dst[j] = _tanh_slope(src[j])
     elif code == RELU:
         for j in range(n):
             x = np.float64(src[j])
@@ -493,9 +545,7 @@ def derive_row(code, slope, alpha, src, dst):
             dst[j] = x if x != x else (1.0 if x > 0.0 else other)
     elif code == SIGMOID:
         for j in range(n):
-            x = np.float64(src[j])
-            d = _sigmoid_slope(x)
-            dst[j] = x if x != x else d
+            dst[j] = _typed_sigmoid_slope(src[j])
     elif code == SOFTPLUS:
         for j in range(n):
             x = np.float64(src[j])
