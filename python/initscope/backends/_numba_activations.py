@@ -468,9 +468,7 @@ def _by_dtype(impl32, impl64):
 overload(_tanh, jit_options={"error_model": "numpy"})(_by_dtype(_tanh32, _tanh64))
 overload(_sigmoid, jit_options={"error_model": "numpy"})(_by_dtype(_sigmoid32, _sigmoid64))
 overload(_gelu, jit_options={"error_model": "numpy"})(_by_dtype(_gelu32, _gelu64))
-overload(_tanh_slope, jit_options={"error_model": "numpy"})(
-    _by_dtype(_tanh_slope32, _tanh_slope64)
-)
+overload(_tanh_slope, jit_options={"error_model": "numpy"})(_by_dtype(_tanh_slope32, _tanh_slope64))
 overload(_typed_sigmoid_slope, jit_options={"error_model": "numpy"})(
     _by_dtype(_sigmoid_slope32, _sigmoid_slope64)
 )
