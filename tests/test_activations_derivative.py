@@ -95,14 +95,14 @@ def test_nan_gives_nan_and_infinities_their_limits(name):
     # the derivative at +-inf is its limit, except where the formula multiplies inf by 0
     want_pos = {"tanh": 0.0, "sigmoid": 0.0, "selu": SELU_SCALE}.get(name, 1.0)
     want_neg = {"leaky_relu": 0.01, "linear": 1.0}.get(name, 0.0)
-    if name in ("gelu", "gelu_tanh", "silu"):
+    if name in ("gelu", "silu"):
         assert math.isnan(d[1]) and math.isnan(d[2])
     else:
         assert d[1] == want_pos and d[2] == pytest.approx(want_neg, rel=1e-15)
 
 
 def test_no_overflow_for_huge_finite_inputs():
-    x = np.array([-1e300, -1e120, -700.0, 700.0, 1e120, 1e300])
+    x = np.array([-1.7e308, -1e300, -1e120, -700.0, 700.0, 1e120, 1e300, 1.7e308])
     for name in ACTIVATIONS:
         d = activation(name).derivative(x)
         assert np.isfinite(d).all(), name

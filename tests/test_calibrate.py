@@ -4,6 +4,8 @@ variance-preserving gain over deep networks, its scheme, and LSUV."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -12,6 +14,31 @@ import pytest
 import initscope
 from initscope import calibrate, schemes, theory
 from initscope.activations import SELU_ALPHA, SELU_SCALE
+
+# ---- importing ----------------------------------------------------------------------------------
+
+
+def test_import_initscope_leaves_theory_and_calibrate_for_first_use():
+    code = (
+        "import sys, initscope\n"
+        "heavy = {'initscope.theory', 'initscope.calibrate', 'pandas', 'matplotlib', 'numba',\n"
+        "         'dask'} & set(sys.modules)\n"
+        "assert not heavy, sorted(heavy)\n"
+        "assert {'theory', 'calibrate'} <= set(dir(initscope))\n"
+        "assert {'theory', 'calibrate'} <= set(initscope.__all__)\n"
+        "assert initscope.theory.fixed_point('tanh', 1.0).chi1 == 1.0\n"
+        "from initscope import calibrate\n"
+        "assert calibrate is sys.modules['initscope.calibrate'] is initscope.calibrate\n"
+        "try:\n"
+        "    initscope.no_such_name\n"
+        "except AttributeError as error:\n"
+        "    assert 'no_such_name' in str(error)\n"
+        "else:\n"
+        "    raise AssertionError('no AttributeError')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
 
 # ---- the critical gain ------------------------------------------------------------------------
 
@@ -197,7 +224,7 @@ def test_lsuv_reaches_the_target_at_every_layer(activation):
     result = initscope.propagate(
         widths, init=list(found.init), activation=activation, n_samples=300, seed=3
     )
-    np.testing.assert_allclose(result.pre_std, found.std, rtol=1e-12)
+    np.testing.assert_array_equal(result.pre_std, found.std)  # the same runs, bit for bit
     assert np.all(np.abs(result.pre_std - 1.0) <= tol)
     # orthogonal weights: the scales are the gains that keep the signal (relu: about √2)
     # (each layer's varies by the O(1/√width) fluctuation of its norm; their mean does not)
@@ -216,8 +243,33 @@ def test_lsuv_with_a_drawn_scheme_and_biases_and_the_post_activation_std():
     dist = found.init[2].distribution(80, 80)
     assert dist is not None and dist.b == pytest.approx(found.scales[2] / math.sqrt(80))
     result = initscope.propagate([80] * 6, init=list(found.init), bias=0.1, n_samples=200)
-    np.testing.assert_allclose(result.std, found.std, rtol=1e-10)
+    np.testing.assert_array_equal(result.std, found.std)
     assert np.all(np.abs(result.std / 0.5 - 1) <= 0.01)
+
+
+@pytest.mark.parametrize("backend", initscope.available_backends())
+def test_lsuv_runs_on_the_engine_of_every_backend(backend):
+    # four inputs per sample, float32, biases, chunks of 240 samples, one thread: the runs
+    # LSUV measures are the ones a propagate of its schemes makes, chunk for chunk
+    config = dict(input_dim=4, n_samples=500, bias=[0.0, 0.2, 0.1], seed=5, dtype="float32")
+    found = calibrate.lsuv([40, 60, 30], "tanh", **config, backend=backend, threads=1,
+                           chunk_size=240)  # fmt: skip
+    assert found.converged.all() and found.scales[0] > 1.5  # q of 4 inputs: far from 1
+    result = initscope.propagate([40, 60, 30], init=list(found.init), **config,
+                                 backend=backend, chunk_size=240)  # fmt: skip
+    np.testing.assert_array_equal(result.pre_std, found.std)
+    # user inputs are the batch, as in propagate
+    x = np.random.default_rng(1).normal(size=(300, 7)) * 3.0
+    given = calibrate.lsuv([20, 20], "relu", init="he_normal", inputs=x, backend=backend)
+    again = initscope.propagate([20, 20], init=list(given.init), activation="relu", inputs=x,
+                                backend=backend)  # fmt: skip
+    np.testing.assert_array_equal(again.pre_std, given.std)
+    assert np.all(np.abs(again.pre_std - 1.0) <= 0.01)
+
+
+def test_lsuv_checks_the_memory_of_the_whole_network_first():
+    with pytest.raises(ValueError, match="lsuv: .*max_memory"):
+        calibrate.lsuv([30] * 3, "tanh", n_samples=50, max_memory=1000)
 
 
 def test_lsuv_warns_and_refuses():
@@ -229,6 +281,12 @@ def test_lsuv_warns_and_refuses():
         calibrate.lsuv([30] * 3, "tanh", tol=0.0)
     with pytest.raises(ValueError, match="statistic"):
         calibrate.lsuv([30] * 3, "tanh", statistic="var")
+    with pytest.raises(TypeError, match="max_iter must be an integer"):
+        calibrate.lsuv([30] * 3, "tanh", max_iter=1.5)
+    with pytest.raises(TypeError, match="max_iter"):
+        calibrate.lsuv([30] * 3, "tanh", max_iter=True)
+    with pytest.raises(ValueError, match="max_iter"):
+        calibrate.lsuv([30] * 3, "tanh", max_iter=-1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         text = str(calibrate.lsuv([30] * 2, "relu", n_samples=50))

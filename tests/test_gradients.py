@@ -471,12 +471,13 @@ def test_plan_fields_and_default_chunk():
 def test_gradient_memory_follows_the_chunked_layout():
     plan = make_plan([100, 300, 50], input_dim=20, n_samples=1000, chunk_size=480,
                      gradients=True, dtype="float32")  # fmt: skip
-    stack = (2 * 3 + 1) * 480 * 300 * 4
+    # inputs 20 + 100 + 300, derivatives 100 + 300 + 50, the last output 50, per row
+    stack = (20 + 100 + 300 + 100 + 300 + 50 + 50) * 480 * 4
     accumulators = (20 * 100 + 100 * 300 + 300 * 50) * 4  # three chunks: every layer's
     assert plan.gradient_bytes() == stack + accumulators
     one = make_plan([100, 300, 50], input_dim=20, n_samples=1000, gradients=True)
     assert one.chunks == 1
-    assert one.gradient_bytes() == 7 * 1000 * 300 * 8 + 100 * 300 * 8  # the largest layer's
+    assert one.gradient_bytes() == 920 * 1000 * 8 + 100 * 300 * 8  # the largest layer's
     assert make_plan([100], n_samples=10).gradient_bytes() == 0
     # drawn weights are kept for the backward pass whenever they fit the cache
     assert one.weight_bytes(10**9) == (20 * 100 + 100 * 300 + 300 * 50) * 8
@@ -494,9 +495,16 @@ def test_memory_estimates_count_the_backward_pass(backend_name):
     kwargs = dict(input_dim=64, n_samples=5000, chunk_size=960)
     forward = estimate_memory(make_plan([256] * 6, **kwargs), backend_name)
     backward = estimate_memory(make_plan([256] * 6, gradients=True, **kwargs), backend_name)
-    # what a backward pass must keep at least: every layer's input and slope, per chunk (the
-    # C++ kernel: and the output gradient; the reference: and every delta, over all samples)
-    extra = {"cpp": 13 * 960, "numba": 12 * 960, "numpy": 18 * 5000}[backend_name] * 256 * 8
+    # what a backward pass must keep at least: every layer's input (64, then 256 five times)
+    # and slope (256 six times), per chunk (the C++ kernel: and the output gradient, in
+    # place of the forward pass's two buffers; the reference: and every delta, over all
+    # samples)
+    per_row = 64 + 11 * 256
+    extra = {
+        "cpp": (per_row + 256 - 2 * 256) * 960,
+        "numba": (per_row - 2 * 256) * 960,
+        "numpy": 18 * 256 * 5000,
+    }[backend_name] * 8
     assert backward - forward >= extra
     # and propagate refuses a run with gradients that the forward pass alone would fit
     with pytest.raises(ValueError, match="max_memory"):

@@ -405,6 +405,30 @@ def test_spread_matches_the_scatter_of_repeated_runs(init, activation, bias):
         assert np.all(np.abs(shift) < 1.0), (name, shift)
 
 
+def test_the_first_layer_spread_follows_the_input_size():
+    # four inputs per sample: layer 1's q is a mean over 4 squares, far noisier than over
+    # 200; a spread that took input_dim = widths[0] would put z near 5
+    z, z_wrong = [], []
+    wrong = theory.predict("tanh", 1.0, widths=[200] * 3, n_samples=500)
+    for seed in range(10):
+        result = initscope.propagate([200] * 3, input_dim=4, n_samples=500, seed=seed)
+        assert result.theory().input_dim == 4
+        z.append(_first_z(result, None))
+        z_wrong.append(_first_z(result, wrong))
+    assert math.sqrt(np.mean(np.square(z))) < 2.0
+    assert math.sqrt(np.mean(np.square(z_wrong))) > 3.0
+
+
+def _first_z(result, prediction):
+    """z of layer 1's pre_std, with or without pandas."""
+    table = theory.compare(result, prediction)
+    if hasattr(table, "reset_index"):  # a DataFrame indexed by (statistic, layer)
+        table = table.reset_index()
+    statistic, layer = np.asarray(table["statistic"]), np.asarray(table["layer"])
+    z = np.asarray(table["z"], dtype=np.float64)
+    return float(z[(statistic == "pre_std") & (layer == 1)][0])
+
+
 def test_prediction_of_a_mixed_network():
     widths = [60, 80, 40]
     result = initscope.propagate(
@@ -479,6 +503,16 @@ def test_compare_theory_reads_well_with_and_without_pandas(monkeypatch):
         (lambda: theory.predict("tanh", [1.0, 2.0], depth=3), ValueError, "sigma_w"),
         (lambda: theory.predict("tanh", -1.0, depth=3), ValueError, "sigma_w"),
         (lambda: theory.predict("tanh", 1.0, widths=[10, 0]), ValueError, "widths"),
+        (
+            lambda: theory.predict("tanh", 1.0, depth=3, n_samples=10),
+            ValueError,
+            "n_samples .*needs widths",
+        ),
+        (
+            lambda: theory.predict("tanh", 1.0, depth=3, input_dim=4),
+            ValueError,
+            "input_dim .*needs widths",
+        ),
         (lambda: theory.critical_line("tanh", [-1.0]), ValueError, "q_star"),
         (lambda: theory.predict_result("not a result"), TypeError, "PropagationResult"),
     ],
@@ -546,6 +580,13 @@ def test_phase_diagram_over_measured_chi1(plt):
     assert labels == ["softplus: no critical line"]
 
 
+def test_phase_diagram_refuses_a_frame_that_is_not_a_table():
+    with pytest.raises(TypeError, match=r"frame must be a pandas DataFrame.*got str.*activation"):
+        initscope.plot.phase_diagram("tanh")
+    with pytest.raises(TypeError, match="frame .*got list"):
+        initscope.plot.phase_diagram([1, 2, 3], "tanh")
+
+
 def test_cli_theory(capsys):
     from initscope.cli import main
 
@@ -582,6 +623,21 @@ def test_cli_run_theory_and_calibrate(capsys):
     assert main(["calibrate", "--activation", "relu", "--widths", "40x3", "--samples", "60"]) == 0
     out = capsys.readouterr().out
     assert "critical sigma_w (chi1 = 1 at sigma_b = 0): 1.41421" in out and "LSUV" in out
+    assert "first layer's sigma_w for inputs with E[x^2] = 1: 1\n" in out  # q = 1 from x
+
+
+def test_cli_run_theory_says_when_the_figure_has_no_overlay(capsys, tmp_path, plt):
+    from initscope.cli import main
+
+    run = ["run", "--widths", "30x3", "--samples", "50", "--theory"]
+    assert main([*run, "--plot", str(tmp_path / "one.png")]) == 0
+    assert "no theory overlay" not in capsys.readouterr().err
+    assert main([*run, "--gradients", "--plot", str(tmp_path / "grad.png")]) == 0
+    captured = capsys.readouterr()
+    assert "--plot draws the gradient figure, which has no theory overlay" in captured.err
+    assert "measured against predicted" in captured.out and (tmp_path / "grad.png").exists()
+    assert main([*run, "--init", "small,xavier", "--plot", str(tmp_path / "two.png")]) == 0
+    assert "one line per init, which has no theory overlay" in capsys.readouterr().err
 
 
 def calibrate_gain(activation, sigma_b):

@@ -101,16 +101,18 @@ def propagate(
         ``grad_hist``, ``weight_grad_std``, ``chi1_measured`` and the other gradient fields.
 
         Memory: the backward pass needs what the forward pass of a chunk computed, so the
-        compiled backends keep, per chunk, ``2L + 1`` arrays of ``chunk_size x`` the widest
-        layer in the run's dtype (the layer inputs, ``act'(h_l)`` of every layer, which
-        ``delta_l`` overwrites, and the output gradient), on top of the forward buffers; the
+        compiled backends keep, per chunk, every layer's input and ``act'(h_l)`` (which
+        ``delta_l`` overwrites) and the output gradient, about ``2L + 1`` arrays of
+        ``chunk_size x`` the widest layer in the run's dtype, in place of the forward pass's
+        two; the
         weights of every layer while they fit the kernel's weight cache (else they are drawn
         again for the backward pass); and the weight-gradient accumulators, every layer's
         ``fan_in x fan_out`` when the run has several chunks, the largest one's when it has
         one.  The default ``chunk_size`` shrinks accordingly (about 128 MB for all
         ``2L + 2`` buffers, but at least min(widest layer, 4096) rows: a deep wide network
         may need a smaller ``chunk_size``).  The NumPy reference holds every layer's arrays
-        over all samples.  The estimate ``max_memory`` is checked against counts all of it.
+        over all samples.  The memory estimate that ``max_memory`` is checked against
+        counts all of it.
     output_grad
         The output gradient, an ``(n_samples, widths[-1])`` array of finite reals; default:
         i.i.d. N(0, 1) from the seed's own stream for gradients.  Needs ``gradients=True``.

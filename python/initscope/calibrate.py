@@ -8,9 +8,10 @@
 - :class:`calibrated`: that gain as a scheme, ``init=calibrated("gelu")``, and
   :func:`calibrated_init`, one per layer with the first fed by the inputs;
 - :func:`lsuv`: layer-sequential unit variance (Mishkin & Matas 2016, "All you need is a
-  good init"): each layer's weights are rescaled, one layer at a time on a batch, until the
-  layer's output std is within ``tol`` of the target; returns the scales and the schemes
-  (:class:`scaled`) that rebuild the calibrated network exactly.
+  good init"): each layer's weights are rescaled, one layer at a time, until the layer's
+  output std, measured by runs of :func:`initscope.propagate` on a batch, is within ``tol``
+  of the target; returns the scales and the schemes (:class:`scaled`) that rebuild the
+  calibrated network exactly.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from . import random as _random
 from . import theory
 from ._checks import float_dtype, positive_int, real
 from .activations import Activation
@@ -369,6 +369,19 @@ class LSUVResult:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True, eq=False)
+class _Built(Scheme):
+    """A matrix built once: a matrix layer before the one :func:`lsuv` calibrates, so that
+    its runs do not build (factor) it again."""
+
+    matrix: Any = None
+
+    def sample(
+        self, fan_in: int, fan_out: int, *, seed: int = 0, layer: int = 0, dtype: object = "float64"
+    ) -> NDArray:
+        return self.matrix
+
+
 def lsuv(
     widths: Sequence[int],
     activation: Any = "tanh",
@@ -384,6 +397,10 @@ def lsuv(
     seed: int = 0,
     dtype: str = "float64",
     statistic: Literal["pre_std", "std"] = "pre_std",
+    backend: str = "auto",
+    threads: int | None = None,
+    chunk_size: int | None = None,
+    max_memory: int | None = None,
 ) -> LSUVResult:
     """Layer-sequential unit-variance calibration (Mishkin & Matas 2016).
 
@@ -393,10 +410,15 @@ def lsuv(
     ``max_iter`` rescalings); then the next layer sees the calibrated one's activations.
     With biases the output is not proportional to the scale, hence the iterations.
 
-    The forward pass is the NumPy reference's arithmetic on the exact weights, biases and
-    inputs a run with the same ``seed`` uses (:func:`initscope.make_weights` and the
-    generator's streams), so the returned schemes rebuild the calibrated network exactly:
-    a :func:`initscope.propagate` of it measures the same stds (to the rounding of its GEMM).
+    Every measurement is a run of :func:`initscope.propagate` (its streaming statistics,
+    chunked, with its memory check) of the layers up to the one being calibrated: the
+    earlier ones with the scales found for them, and the next one with its base scheme,
+    whose statistic starts that layer's calibration.  The runs use the weights, biases,
+    inputs and chunks of a run of the whole network with the same ``seed``, so the returned
+    schemes rebuild the calibrated network exactly: a :func:`initscope.propagate` of it on
+    the same backend (and ``chunk_size``) measures the same stds, bit for bit.  Each
+    measurement runs the layers before again: ``L`` layers cost about ``L² / 2`` layer
+    passes times the rescalings per layer.
 
     Parameters
     ----------
@@ -411,12 +433,15 @@ def lsuv(
     tol
         The relative tolerance, ``> 0``.
     max_iter
-        Rescalings per layer at most.
+        Rescalings per layer at most, an integer ``>= 0``.
     n_samples, input_dim, inputs, bias, seed, dtype
         As :func:`initscope.propagate`: the calibration batch is the run's inputs.
     statistic
         ``"pre_std"`` (default) calibrates the std of the pre-activations ``X @ W + b``,
         ``"std"`` that of the activations.
+    backend, threads, chunk_size, max_memory
+        As :func:`initscope.propagate`, for every run (``max_memory`` is checked against
+        the whole network's estimate before the first).
 
     Returns
     -------
@@ -428,11 +453,16 @@ def lsuv(
     RuntimeWarning
         When a layer does not reach the tolerance in ``max_iter`` rescalings.
     """
-    from .plan import make_plan
+    from .api import _machine_memory, propagate
+    from .backends import get_backend
+    from .plan import estimate_memory, make_plan
 
     target_std = real(target_std, "target_std", low=0.0, strict=True)
     tol = real(tol, "tol", low=0.0, strict=True)
-    if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 0:
+    if isinstance(max_iter, bool | np.bool_) or not isinstance(max_iter, numbers.Integral):
+        raise TypeError(f"max_iter must be an integer >= 0, got {max_iter!r}")
+    max_iter = int(max_iter)
+    if max_iter < 0:
         raise ValueError(f"max_iter must be an integer >= 0, got {max_iter!r}")
     if statistic not in ("pre_std", "std"):
         raise ValueError(f"statistic must be 'pre_std' or 'std', got {statistic!r}")
@@ -446,55 +476,85 @@ def lsuv(
         bias=bias,
         seed=seed,
         dtype=dtype,
+        threads=threads,
+        chunk_size=chunk_size,
         build_weights=False,
     )
-    run_dtype = plan.dtype
-    t = run_dtype.type
-    if plan.inputs is not None:
-        x = plan.inputs
-    else:
-        count = plan.n_samples * plan.input_dim
-        x = _random.normal(plan.seed, _random.INPUTS, 0, 0, count, run_dtype).reshape(
-            plan.n_samples, plan.input_dim
+    name, _ = get_backend(backend)
+    limit = _machine_memory() * 3 // 4 if max_memory is None else int(max_memory)
+    need = estimate_memory(plan, backend=name)
+    if need > limit:
+        raise ValueError(
+            f"lsuv: its runs of this network need about {need / 2**20:.0f} MiB, more than "
+            f"max_memory = {limit / 2**20:.0f} MiB: lower chunk_size, n_samples or widths, "
+            "or raise max_memory"
         )
-    depth = len(plan.layers)
+    run_dtype = plan.dtype
+    layers = plan.layers
+    depth = len(layers)
     scales = np.ones(depth)
     iterations = np.zeros(depth, dtype=np.int64)
     stds = np.full(depth, np.nan)
     converged = np.zeros(depth, dtype=bool)
-    schemes: list[Scheme] = []
-    for i, layer in enumerate(plan.layers):
-        biases = None
-        if layer.bias_std > 0:
-            z = _random.normal(plan.seed, _random.BIASES, i, 0, layer.fan_out, run_dtype)
-            biases = z * t(layer.bias_std)
+    schemes: list[Scheme] = []  # the returned ones
+    before: list[Scheme] = []  # the same layers as the runs take them: matrices built once
+
+    def scaled_layer(i: int, s: float, built: NDArray | None) -> Scheme:
+        """Layer ``i``'s scheme times ``s`` as a run takes it (a matrix: as scaled.sample
+        makes it, from the base matrix ``built``)."""
+        if built is None:
+            return layers[i].scheme if s == 1.0 else scaled(layers[i].scheme, s)
+        if s == 1.0:
+            return _Built(built)
+        return _Built(
+            np.ascontiguousarray(np.asarray(built, dtype=np.float64) * s, dtype=run_dtype)
+        )
+
+    def base_matrix(i: int) -> NDArray | None:
+        layer = layers[i]
+        if layer.distribution is not None:
+            return None
+        return layer.scheme.sample(
+            layer.fan_in, layer.fan_out, seed=plan.seed, layer=i, dtype=run_dtype
+        )
+
+    def run(chain: list[Scheme]) -> NDArray[np.float64]:
+        """The statistic of every layer of a run of the first ``len(chain)`` layers."""
+        k = len(chain)
+        result = propagate(
+            plan.widths[:k],
+            init=chain,
+            activation=[layer.activation for layer in layers[:k]],
+            bias=[layer.bias_std for layer in layers[:k]],
+            n_samples=plan.n_samples,
+            input_dim=plan.input_dim,
+            inputs=plan.inputs,
+            seed=plan.seed,
+            dtype=run_dtype.name,
+            bins=1,  # the histogram is not used
+            backend=name,
+            threads=plan.threads,
+            chunk_size=plan.chunk_size,
+            max_memory=limit,
+        )
+        return np.asarray(getattr(result, statistic), dtype=np.float64)
+
+    built = base_matrix(0)
+    # the last run's statistics: when it was layer i - 1's at its final scale, it holds
+    # layer i's at its base scale too
+    measured: NDArray[np.float64] = np.empty(0)
+    for i in range(depth):
+        following: list[Scheme] = []
+        next_built = None
+        if i + 1 < depth:  # measured on the way: the start of the next layer's calibration
+            next_built = base_matrix(i + 1)
+            following = [scaled_layer(i + 1, 1.0, next_built)]
         s = 1.0
-        built = None  # a matrix scheme's matrix, built once (scaled.sample scales it so)
-        if layer.scheme.distribution(layer.fan_in, layer.fan_out) is None:
-            built = layer.scheme.sample(
-                layer.fan_in, layer.fan_out, seed=plan.seed, layer=i, dtype=run_dtype
-            )
+        current = scaled_layer(i, s, built)
         for it in range(max_iter + 1):
-            if built is not None:
-                w = (
-                    built
-                    if s == 1.0
-                    else np.ascontiguousarray(
-                        np.asarray(built, dtype=np.float64) * s, dtype=run_dtype
-                    )
-                )
-            else:
-                current = layer.scheme if s == 1.0 else scaled(layer.scheme, s)
-                w = current.sample(
-                    layer.fan_in, layer.fan_out, seed=plan.seed, layer=i, dtype=run_dtype
-                )
-            with np.errstate(over="ignore", invalid="ignore"):
-                h = x @ w
-                if biases is not None:
-                    h = h + biases
-                out = layer.activation(h)
-            measured = h if statistic == "pre_std" else out
-            value = float(np.std(measured.astype(np.float64)))
+            if it > 0 or measured.size <= i:
+                measured = run([*before, current, *following])
+            value = float(measured[i])
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(
                     f"lsuv: layer {i + 1}'s {statistic} is {value} with scale {s:g}: it cannot "
@@ -508,9 +568,11 @@ def lsuv(
             if it == max_iter:
                 break
             s *= target_std / value
+            current = scaled_layer(i, s, built)
         scales[i] = s
-        schemes.append(layer.scheme if s == 1.0 else scaled(layer.scheme, s))
-        x = out
+        schemes.append(layers[i].scheme if s == 1.0 else scaled(layers[i].scheme, s))
+        before.append(current)
+        built = next_built
     if not converged.all():
         bad = ", ".join(str(i + 1) for i in np.flatnonzero(~converged))
         warnings.warn(

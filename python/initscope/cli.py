@@ -79,6 +79,15 @@ def _run(args: argparse.Namespace) -> int:
     if not all(inits):
         raise ValueError(f"--init: empty scheme name in {args.init!r}")
     target = _figure_path(args.plot, "--plot") if args.plot else None
+    if target is not None and args.theory and (args.gradients or len(inits) > 1):
+        # those figures have no predicted curves: say so rather than drop them unseen
+        drawn = "the gradient figure" if len(inits) == 1 else "one line per init"
+        print(
+            f"initscope: note: --plot draws {drawn}, which has no theory overlay: --theory "
+            "only adds the printed comparison (the overlay needs one init without "
+            "--gradients)",
+            file=sys.stderr,
+        )
     results = [
         propagate(
             args.widths,
@@ -212,7 +221,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         f"variance-preserving sigma_w (q* = {args.target_q:g}): {gain:.6g} "
         f"(V'(q*) = {fp.length_slope:.4g}, {stability}; chi1 = {fp.chi1:.4g})"
     )
-    print(f"first layer, inputs of second moment {args.input_sq_mean:g}: {first:.6g}")
+    print(f"first layer's sigma_w for inputs with E[x^2] = {args.input_sq_mean:g}: {first:.6g}")
     if args.widths:
         result = lsuv(
             args.widths,

@@ -7,6 +7,7 @@ before any heavy work, so every backend raises the same errors.
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 from collections.abc import Sequence
@@ -112,23 +113,23 @@ class Plan:
         return -(-self.n_samples // self.chunk_size)
 
     def gradient_bytes(self) -> int:
-        """Bytes a chunked kernel's backward pass adds (0 without ``gradients``).
+        """Bytes a chunked kernel holds for a run with gradients (0 without ``gradients``),
+        in place of the forward pass's two chunk buffers.
 
-        Per chunk, ``2L + 1`` buffers of the widest layer in the run's dtype: the layer
-        inputs ``a_0 .. a_{L-1}``, the derivatives ``phi'(h_1) .. phi'(h_L)`` (each
-        ``delta_l`` overwrites its ``phi'(h_l)``) and the output gradient; and the
-        weight-gradient accumulators, every layer's when the run has several chunks (summed
-        over chunks in a fixed order), the largest layer's when it has one.
+        Per chunk of samples, in the run's dtype: every layer's input ``a_0 .. a_{L-1}``,
+        every layer's ``phi'(h_l)`` (which ``delta_l`` overwrites) and the last layer's
+        output (then the output gradient); and the weight-gradient accumulators, every
+        layer's when the run has several chunks (summed over chunks in a fixed order), the
+        largest layer's when it has one.
         """
         if not self.gradients:
             return 0
         item = self.dtype.itemsize
-        width = max(self.input_dim, *self.widths)
         rows = min(self.chunk_size, self.n_samples)
-        stack = (2 * len(self.layers) + 1) * rows * width * item
+        values = sum(layer.fan_in + layer.fan_out for layer in self.layers) + self.widths[-1]
         sizes = [layer.fan_in * layer.fan_out * item for layer in self.layers]
         accumulators = sum(sizes) if self.chunks > 1 else max(sizes)
-        return stack + accumulators
+        return rows * values * item + accumulators
 
     def kept_bytes(self) -> int:
         """Bytes of the activations ``keep_activations`` returns (0 without it)."""
@@ -224,6 +225,17 @@ def _bins(value: Any, name: str) -> int:
     if n_bins > MAX_BINS:
         raise ValueError(f"{name} must be at most 2**31 - 4, got {n_bins}")
     return n_bins
+
+
+def grad_range_rule(max_abs: float) -> float:
+    """R of the default gradient histogram range ``(-R, R)``: the power of two at or above
+    ``max_abs`` (the largest finite ``|delta|`` of the first tile over all layers), 1 if that
+    is 0, and ``max_abs`` itself beyond 2**1023 (where the next power of two is not a float).
+    ``frexp`` is exact, so every backend finds the same R (propagate.hpp, grad_range_rule)."""
+    if not max_abs > 0.0:
+        return 1.0
+    mantissa, exponent = math.frexp(max_abs)
+    return max_abs if mantissa == 0.5 or exponent > 1023 else math.ldexp(1.0, exponent)
 
 
 def default_chunk(

@@ -191,12 +191,14 @@ class PropagationResult:
         matrix the run used.
     bias_std
         σ_b, the std of each layer's biases.
-    input_sq_mean
-        The mean of the squared inputs: 1 for generated inputs.
+    input_dim, input_sq_mean
+        The size of each input sample, and the mean of the squared inputs (1 for generated
+        inputs).
     chi1
         ``weight_var * mean(phi'(h_l)**2)`` over the layer's entries: the mean-field factor
         by which the squared gradient grows per layer (Schoenholz et al. 2017), from the
-        forward pass; NaN where a pre-activation is NaN.
+        forward pass; NaN where a pre-activation is NaN (or, for gelu and silu, infinite,
+        where ``phi'`` is inf * 0).
     grad_mean, grad_std, grad_min, grad_max, grad_sq_mean
         With ``gradients=True`` (None otherwise): of the back-propagated gradients
         ``delta_l = dL/dh_l`` with respect to the pre-activations, over all entries;
@@ -208,10 +210,14 @@ class PropagationResult:
     weight_grad_std, weight_grad_norm, weight_grad_ratio
         Of the weight gradients ``dL/dW_l = a_{l-1}^T delta_l`` summed over the samples: the
         std and the Frobenius norm over the matrix's entries, and the std over the std of
-        ``W_l`` (the update-to-weight scale).
+        ``W_l`` (the update-to-weight scale; summed over the samples, it grows with
+        ``n_samples``).
     chi1_measured
         ``grad_sq_mean[l] / grad_sq_mean[l + 1] * widths[l] / widths[l + 1]``: ``chi1``
-        measured on the backward pass; NaN for the last layer.
+        measured on the backward pass; NaN for the last layer.  It pairs ``phi'(h_l)`` with
+        σ_w² of layer ``l + 1`` (the weights the gradient comes back through), where
+        ``chi1[l]`` takes layer ``l``'s: the two agree where the layers share their scheme
+        and width.
     activations
         The post-activation arrays, when run with ``keep_activations=True``.
     """
@@ -220,6 +226,7 @@ class PropagationResult:
     activation_names: tuple[str, ...]
     init_names: tuple[str, ...]
     n_samples: int
+    input_dim: int
     dtype: str
     backend: str
     mean: NDArray[np.float64]
@@ -320,6 +327,7 @@ class PropagationResult:
             "activation": list(self.activation_names),
             "init": list(self.init_names),
             "n_samples": self.n_samples,
+            "input_dim": self.input_dim,
             "dtype": self.dtype,
             "backend": self.backend,
             "activation_params": list(self.activation_params),
@@ -460,6 +468,7 @@ class PropagationResult:
             activation_names=tuple(layer.activation.name for layer in plan.layers),
             init_names=tuple(layer.init_name for layer in plan.layers),
             n_samples=n,
+            input_dim=plan.input_dim,
             dtype=plan.dtype.name,
             backend=backend,
             mean=post[:, 0],

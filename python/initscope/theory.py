@@ -1758,7 +1758,8 @@ def predict(
     depth, widths
         The number of layers, or the layer widths (which also set the spreads).
     n_samples, input_dim
-        The samples of a run, and the input size (default: ``widths[0]``), for the spreads.
+        The samples of a run, and the input size (default: ``widths[0]``), for the spreads;
+        they need ``widths`` (without the widths there is no spread to scale).
     input_sq_mean
         The inputs' second moment, ``E[x²]`` (1 for generated inputs).
     input_correlation
@@ -1830,6 +1831,12 @@ def predict(
     m = float(_nonnegative([input_sq_mean], "input_sq_mean")[0])
     if not isinstance(input_correlation, numbers.Real) or not -1 <= input_correlation <= 1:
         raise ValueError(f"input_correlation must be in [-1, 1], got {input_correlation!r}")
+    for name, value in (("n_samples", n_samples), ("input_dim", input_dim)):
+        if value is not None and sizes is None:
+            raise ValueError(
+                f"{name} needs widths: it only sets the finite-width spreads, which need "
+                f"the layer widths (pass widths=, or drop {name})"
+            )
     if n_samples is not None and (
         isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples <= 0
     ):
@@ -1960,8 +1967,8 @@ def predict_result(result: PropagationResult) -> Prediction:
     The same configuration: each layer's activation (and parameter), ``σ_w² =
     result.weight_var`` (``fan_in Var W`` of the scheme, or of the matrix for schemes built
     as matrices), ``σ_b = result.bias_std``, the inputs' second moment
-    ``result.input_sq_mean``, and the widths and ``n_samples`` for the spreads (the input
-    size is taken as ``widths[0]``, ``propagate``'s default).
+    ``result.input_sq_mean``, and the widths, ``n_samples`` and ``input_dim`` for the
+    spreads.
 
     Parameters
     ----------
@@ -1985,10 +1992,9 @@ def predict_result(result: PropagationResult) -> Prediction:
     b = np.asarray(result.bias_std, dtype=np.float64) ** 2
     if not np.all(np.isfinite(a)):
         raise ValueError("result.weight_var is not finite for every layer: cannot predict")
-    input_dim = getattr(result, "input_dim", None) or result.widths[0]
     return _predict(
         acts, a, b, float(result.input_sq_mean), 0.0, tuple(result.widths),
-        int(result.n_samples), int(input_dim),
+        int(result.n_samples), int(result.input_dim),
     )  # fmt: skip
 
 

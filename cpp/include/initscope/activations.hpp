@@ -380,7 +380,7 @@ INITSCOPE_INLINE double d_gelu_tanh(double x) {
     const double x2 = xc * xc;
     const double two_u = 2.0 * kGeluC * (xc + 0.044715 * x2 * xc);
     const double du = 2.0 * kGeluC * (1.0 + 3.0 * 0.044715 * x2);
-    return sigmoid(two_u) + x * du * sigmoid_slope(two_u);
+    return sigmoid(two_u) + xc * du * sigmoid_slope(two_u);  // xc: finite where the slope is 0
 }
 
 INITSCOPE_INLINE double d_silu(double x) {

@@ -112,6 +112,36 @@ inline void bin_values(std::size_t n, const T* __restrict post, std::int32_t* __
     }
 }
 
+/// Per-column means and M2 of `rows` values from their shifted sums: the sums of (x - K)
+/// and (x - K)^2 per column, K = shift.
+inline void shifted_moments(std::int64_t rows, const std::vector<double>& shift,
+                            const std::vector<double>& s1, const std::vector<double>& s2,
+                            std::vector<double>& mean, std::vector<double>& m2) {
+    const std::size_t width = shift.size();
+    mean.resize(width);
+    m2.resize(width);
+    const double n = static_cast<double>(rows);
+    for (std::size_t j = 0; j < width; ++j) {
+        mean[j] = shift[j] + s1[j] / n;
+        const double m = s2[j] - s1[j] * s1[j] / n;
+        m2[j] = m > 0.0 ? m : 0.0;
+    }
+}
+
+/// Folds per-column minima and maxima into a running min and max.
+inline void merge_extrema(const std::vector<double>& lo, const std::vector<double>& hi,
+                          double& min, double& max) {
+    for (std::size_t j = 0; j < lo.size(); ++j) {
+        min = lo[j] < min ? lo[j] : min;
+        max = hi[j] > max ? hi[j] : max;
+    }
+}
+
+/// A running min or max as a run returns it: NaN where no value was finite.
+inline double finite_or_nan(double extremum) {
+    return std::isinf(extremum) ? std::nan("") : extremum;
+}
+
 /// The statistics of one tile of rows, filled a few rows at a time while the tile is in
 /// cache. Moments are shifted sums: per column, the sums of (x - K) and (x - K)^2 where K is
 /// the tile's first row, which stays accurate because K lies within a few std of the mean.
@@ -189,16 +219,10 @@ struct TileStats {
 
     /// The tile's per-column means and M2 (into mean_buf, m2_buf).
     void finish_moments(bool post_values) {
-        const auto& shift = post_values ? post_shift : pre_shift;
-        const auto& s1 = post_values ? post_s1 : pre_s1;
-        const auto& s2 = post_values ? post_s2 : pre_s2;
-        mean_buf.resize(width);
-        m2_buf.resize(width);
-        const double n = static_cast<double>(rows);
-        for (std::size_t j = 0; j < width; ++j) {
-            mean_buf[j] = shift[j] + s1[j] / n;
-            const double m2 = s2[j] - s1[j] * s1[j] / n;
-            m2_buf[j] = m2 > 0.0 ? m2 : 0.0;
+        if (post_values) {
+            shifted_moments(rows, post_shift, post_s1, post_s2, mean_buf, m2_buf);
+        } else {
+            shifted_moments(rows, pre_shift, pre_s1, pre_s2, mean_buf, m2_buf);
         }
     }
 
@@ -282,10 +306,7 @@ struct LayerStats {
         post.merge(tile.rows, tile.mean_buf.data(), tile.m2_buf.data());
         tile.finish_moments(false);
         pre.merge(tile.rows, tile.mean_buf.data(), tile.m2_buf.data());
-        for (std::size_t j = 0; j < tile.width; ++j) {
-            min = tile.min[j] < min ? tile.min[j] : min;
-            max = tile.max[j] > max ? tile.max[j] : max;
-        }
+        merge_extrema(tile.min, tile.max, min, max);
         for (std::size_t j = 0; j < tile.width; ++j) deriv_sq_sum += tile.deriv_sq[j];
         zeros += tile.zeros;
         saturated += tile.saturated;
@@ -302,8 +323,8 @@ struct LayerStats {
         r.unit_m2 = std::move(post.m2);
         r.pre_unit_mean = std::move(pre.mean);
         r.pre_unit_m2 = std::move(pre.m2);
-        r.min = std::isinf(min) ? std::nan("") : min;
-        r.max = std::isinf(max) ? std::nan("") : max;
+        r.min = finite_or_nan(min);
+        r.max = finite_or_nan(max);
         r.hist = std::move(hist);
         r.below = below;
         r.above = above;
@@ -356,16 +377,7 @@ struct GradTileStats {
     }
 
     /// The tile's per-column means and M2 (into mean_buf, m2_buf).
-    void finish_moments() {
-        mean_buf.resize(width);
-        m2_buf.resize(width);
-        const double n = static_cast<double>(rows);
-        for (std::size_t j = 0; j < width; ++j) {
-            mean_buf[j] = shift[j] + s1[j] / n;
-            const double m2 = s2[j] - s1[j] * s1[j] / n;
-            m2_buf[j] = m2 > 0.0 ? m2 : 0.0;
-        }
-    }
+    void finish_moments() { shifted_moments(rows, shift, s1, s2, mean_buf, m2_buf); }
 
     /// Counts n values of delta into `hist` (the bins of `spec`).
     template <class T>
@@ -417,10 +429,7 @@ struct GradLayerStats {
         if (tile.rows == 0) return;
         tile.finish_moments();
         moments.merge(tile.rows, tile.mean_buf.data(), tile.m2_buf.data());
-        for (std::size_t j = 0; j < tile.width; ++j) {
-            min = tile.min[j] < min ? tile.min[j] : min;
-            max = tile.max[j] > max ? tile.max[j] : max;
-        }
+        merge_extrema(tile.min, tile.max, min, max);
         nonfinite += tile.nonfinite;
     }
 
@@ -431,8 +440,8 @@ struct GradLayerStats {
         GradResult r;
         r.unit_mean = std::move(moments.mean);
         r.unit_m2 = std::move(moments.m2);
-        r.min = std::isinf(min) ? std::nan("") : min;
-        r.max = std::isinf(max) ? std::nan("") : max;
+        r.min = finite_or_nan(min);
+        r.max = finite_or_nan(max);
         r.hist = std::move(hist);
         r.below = below;
         r.above = above;

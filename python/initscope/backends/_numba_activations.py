@@ -14,9 +14,9 @@ CPU.  Both are within 4 ulp of the correctly rounded values
 the two bit for bit); see activations.hpp for the method.
 
 float32 tanh, sigmoid and the piecewise-linear activations run in float32; the others are
-evaluated in float64 and rounded once, as in the C++ kernel.  The derivatives
-(:func:`derive_row`, ``derive`` in activations.hpp) are evaluated in float64 for both
-dtypes and rounded once, from the same exp polynomial.
+evaluated in float64 and rounded once, as in the C++ kernel.  So are the derivatives
+(:func:`derive_row`, ``derive`` in activations.hpp): tanh's and sigmoid's in the dtype,
+the others in float64 and rounded once, from the same exp polynomial.
 """
 
 from __future__ import annotations
@@ -431,7 +431,7 @@ def _d_gelu_tanh(x):
     x2 = xc * xc
     two_u = 2.0 * _GELU_C * (xc + _GELU_K * x2 * xc)
     du = 2.0 * _GELU_C * (1.0 + 3.0 * _GELU_K * x2)
-    return _sigmoid64(two_u) + x * du * _sigmoid_slope(two_u)
+    return _sigmoid64(two_u) + xc * du * _sigmoid_slope(two_u)  # xc: finite where 0
 
 
 def _tanh(x):  # typed dispatch: float32 math for float32 values, as the C++ kernel

@@ -150,17 +150,20 @@ def run(plan: Plan) -> RawStats:
 
 
 def estimate_memory(plan: Plan) -> int:
-    """Bytes :func:`run` needs: two chunk buffers of the widest layer in the run's dtype, the
-    weights as the kernel keeps them, every thread's histogram copies and the kept
-    activations; with gradients, what the backward pass keeps per chunk and the weight
-    gradients (:meth:`Plan.gradient_bytes`) and the gradient histograms' copies."""
+    """Bytes :func:`run` needs: two chunk buffers of the widest layer in the run's dtype (with
+    gradients, what the backward pass keeps per chunk and the weight gradients instead,
+    :meth:`Plan.gradient_bytes`, and every thread's tile of ``delta @ W.T``), the weights as
+    the kernel keeps them, every thread's histogram copies and the kept activations."""
     _load()
     from .. import _core
 
+    item = plan.dtype.itemsize
     width = max(plan.input_dim, *plan.widths)
-    buffers = 2 * min(plan.chunk_size, plan.n_samples) * width * plan.dtype.itemsize
-    hist = (plan.bins + 3) * 8 * plan.threads * _core.HIST_COPIES
+    copies = plan.threads * _core.HIST_COPIES * 8
+    hist = (plan.bins + 3) * copies
     if plan.gradients:
-        hist += (plan.grad_bins + 3) * 8 * plan.threads * _core.HIST_COPIES
-        buffers += plan.gradient_bytes()
+        hist += (plan.grad_bins + 3) * copies
+        buffers = plan.gradient_bytes() + plan.threads * _core.TILE_ROWS * width * item
+    else:
+        buffers = 2 * min(plan.chunk_size, plan.n_samples) * width * item
     return buffers + plan.weight_bytes(_core.WEIGHT_CACHE_BYTES) + hist + plan.kept_bytes()

@@ -22,7 +22,7 @@ bit (``tests/test_numba.py`` checks it wherever the extension is built):
   threads and any chunk size.
 - With ``gradients=True`` each chunk then goes back through the layers, as the C++ kernel
   does: its forward pass keeps every layer's input ``a_l`` and ``phi'(h_l)`` (computed in
-  the tile, in float64 and rounded once), ``delta_L = g * phi'(h_L)`` overwrites the last
+  the tile, as :func:`derive`), ``delta_L = g * phi'(h_L)`` overwrites the last
   one, and per tile ``delta_{l-1} = (delta_l @ W_l.T) * phi'(h_{l-1})`` (one GEMM into the
   worker's buffer) overwrites the one before, its statistics taken while the tile is in
   cache.  ``dW_l += a_l.T @ delta_l`` runs in jobs of :data:`GRAD_ROWS` rows of ``dW_l``,
@@ -70,7 +70,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from .. import random as _random
-from ..plan import Plan
+from ..plan import Plan, grad_range_rule
 from ..result import GradRaw, RawStats
 from ._numba_activations import activate_row, activation_args, derive_row
 from ._numba_generator import (
@@ -291,7 +291,8 @@ def derive(activation, x: np.ndarray) -> np.ndarray:
     Returns
     -------
     ndarray
-        ``activation.derivative(x)``: evaluated in float64, rounded once to ``x``'s dtype.
+        ``activation.derivative(x)`` as the C++ kernel evaluates it: tanh's and sigmoid's
+        in ``x``'s dtype, the others in float64, rounded once to ``x``'s dtype.
     """
     x = _float_array(x)
     code, slope, alpha, _ = activation_args(activation, x.dtype)
@@ -729,16 +730,6 @@ def _two_pass_std(values):
         m2 += (v - mean) * (v - mean)
         sq += v * v
     return math.sqrt(m2 / n), sq
-
-
-def grad_range_rule(max_abs: float) -> float:
-    """R of the default gradient range ``(-R, R)``: the power of two at or above ``max_abs``
-    (the largest finite |delta| of the first tile over all layers), 1 if that is 0, and
-    ``max_abs`` itself where that power of two (2**1024) is beyond the float range."""
-    if not max_abs > 0.0:
-        return 1.0
-    mantissa, exponent = math.frexp(max_abs)
-    return max_abs if mantissa == 0.5 or exponent > 1023 else math.ldexp(1.0, exponent)
 
 
 # ---- the driver -----------------------------------------------------------------------------

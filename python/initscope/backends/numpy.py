@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .. import random as _random
-from ..plan import TILE_ROWS, Layer, Plan
+from ..plan import TILE_ROWS, Layer, Plan, grad_range_rule
 from ..result import GradRaw, RawStats
 from ..schemes import draw
 
@@ -96,10 +96,7 @@ def default_grad_range(deltas: list[NDArray], n_samples: int) -> tuple[float, fl
         finite = first[np.isfinite(first)]
         if finite.size:
             largest = max(largest, float(finite.max()))
-    if largest == 0.0:
-        return -1.0, 1.0
-    mantissa, exponent = math.frexp(largest)  # largest = mantissa * 2**exponent, m in [0.5, 1)
-    bound = largest if mantissa == 0.5 or exponent > 1023 else math.ldexp(1.0, exponent)
+    bound = grad_range_rule(largest)
     return -bound, bound
 
 

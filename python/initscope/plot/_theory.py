@@ -94,6 +94,16 @@ def phase_diagram(
     """
     from .. import theory
 
+    if frame is not None and not (hasattr(frame, "columns") and hasattr(frame, "groupby")):
+        hint = (
+            " (the activation is the second argument, or activation=)"
+            if isinstance(frame, str)
+            else ""
+        )
+        raise TypeError(
+            f"frame must be a pandas DataFrame (a sweep's table) or None, got "
+            f"{type(frame).__name__}{hint}"
+        )
     if aggregate not in AGGREGATES:
         raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}, got {aggregate!r}")
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 2:
