@@ -44,10 +44,12 @@ POINTS = np.array([-30.0, -9.0, -4.0, -1.7, -0.6, -0.05, 0.03, 0.4, 1.1, 2.5, 6.
 PARAMS = {"leaky_relu": [0.01, 0.3], "elu": [1.0, 0.7]}
 
 
-def _cases():
-    for name in ACTIVATIONS:
-        for param in PARAMS.get(name, [None]):
-            yield pytest.param(name, param, id=f"{name}-{param}" if param is not None else name)
+def _cases() -> list:
+    return [
+        pytest.param(name, param, id=f"{name}-{param}" if param is not None else name)
+        for name in ACTIVATIONS
+        for param in PARAMS.get(name, [None])
+    ]
 
 
 @pytest.mark.parametrize(("name", "param"), _cases())
