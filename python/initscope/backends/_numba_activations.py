@@ -31,7 +31,7 @@ from .. import random as spec
 from ..activations import ACTIVATIONS
 from ._numba_generator import blocks
 
-__all__ = ["activate_row", "activation_args", "derive_row"]
+__all__ = ["activate_and_derive_row", "activate_row", "activation_args", "derive_row"]
 
 as_bits = spec.as_bits  # (their scalar forms are registered by _numba_generator)
 from_bits = spec.from_bits
@@ -229,6 +229,51 @@ def _sigmoid_slope32(x):
     e = _exp_nonpositive32(t)
     den = _ONE32 + e
     return x if x != x else e / (den * den)
+
+
+@njit(inline="always", error_model="numpy")
+def _tanh_and_slope64(x):
+    """(tanh x, sech^2 x) from one expm1 (activations.hpp, tanh_and_slope): the bits of
+    :func:`_tanh64` and :func:`_tanh_slope64`."""
+    two_ax = abs(x) + abs(x)
+    t = two_ax if two_ax < _SLOPE_CAP64 else _SLOPE_CAP64
+    e = _expm1_bounded64(t)
+    s = 4.0 / ((e + 3.0) + 1.0 / (e + 1.0))
+    y = math.copysign(e / (e + 2.0), x)
+    return (x if x != x else y), (x if x != x else (s if two_ax < _SLOPE_CAP64 else 0.0))
+
+
+@njit(inline="always", error_model="numpy")
+def _tanh_and_slope32(x):
+    two_ax = abs(x) + abs(x)
+    t = two_ax if two_ax < _SLOPE_CAP32 else _SLOPE_CAP32
+    e = _expm1_bounded32(t)
+    s = _F32(4.0) / ((e + _F32(3.0)) + _ONE32 / (e + _ONE32))
+    y = math.copysign(e / (e + _TWO32), x)
+    return (x if x != x else y), (x if x != x else (s if two_ax < _SLOPE_CAP32 else _ZERO32))
+
+
+@njit(inline="always", error_model="numpy")
+def _sigmoid_and_slope64(x):
+    """(sigmoid x, its derivative) from one exp (activations.hpp, sigmoid_and_slope)."""
+    t = -abs(x)
+    t = t if t > _EXP_MIN64 else _EXP_MIN64
+    e = _exp_nonpositive64(t)
+    den = 1.0 + e
+    num = 1.0 if x >= 0.0 else e
+    y = 0.0 if x < -SIGMOID_FLUSH64 else num / den
+    return (x if x != x else y), (x if x != x else e / (den * den))
+
+
+@njit(inline="always", error_model="numpy")
+def _sigmoid_and_slope32(x):
+    t = -abs(x)
+    t = t if t > _EXP_MIN32 else _EXP_MIN32
+    e = _exp_nonpositive32(t)
+    den = _ONE32 + e
+    num = _ONE32 if x >= _ZERO32 else e
+    y = _ZERO32 if x < _ZERO_BELOW32 else num / den
+    return (x if x != x else y), (x if x != x else e / (den * den))
 
 
 _SQRT2 = _hex("0x1.6a09e667f3bcdp+0")
@@ -454,6 +499,14 @@ def _typed_sigmoid_slope(x):
     raise NotImplementedError
 
 
+def _tanh_and_slope(x):
+    raise NotImplementedError
+
+
+def _sigmoid_and_slope(x):
+    raise NotImplementedError
+
+
 def _by_dtype(impl32, impl64):
     def typer(x):
         if x == types.float32:
@@ -471,6 +524,13 @@ overload(_gelu, jit_options={"error_model": "numpy"})(_by_dtype(_gelu32, _gelu64
 overload(_tanh_slope, jit_options={"error_model": "numpy"})(_by_dtype(_tanh_slope32, _tanh_slope64))
 overload(_typed_sigmoid_slope, jit_options={"error_model": "numpy"})(
     _by_dtype(_sigmoid_slope32, _sigmoid_slope64)
+)
+
+overload(_tanh_and_slope, jit_options={"error_model": "numpy"})(
+    _by_dtype(_tanh_and_slope32, _tanh_and_slope64)
+)
+overload(_sigmoid_and_slope, jit_options={"error_model": "numpy"})(
+    _by_dtype(_sigmoid_and_slope32, _sigmoid_and_slope64)
 )
 
 (LINEAR, TANH, RELU, LEAKY_RELU, SIGMOID, SOFTPLUS, ELU, SELU, GELU, GELU_TANH, SILU) = (
@@ -577,6 +637,22 @@ def derive_row(code, slope, alpha, src, dst):
         for j in range(n):
             x = np.float64(src[j])
             dst[j] = x if x != x else 1.0
+
+
+@njit(error_model="numpy")
+def activate_and_derive_row(code, slope, alpha, flush, src, dst, deriv):
+    """:func:`activate_row` into ``dst`` and :func:`derive_row` into ``deriv``, the same
+    bits; tanh and sigmoid from one exp per value (activations.hpp, activate_and_derive)."""
+    n = src.size
+    if code == TANH:
+        for j in range(n):
+            dst[j], deriv[j] = _tanh_and_slope(src[j])
+    elif code == SIGMOID:
+        for j in range(n):
+            dst[j], deriv[j] = _sigmoid_and_slope(src[j])
+    else:
+        derive_row(code, slope, alpha, src, deriv)
+        activate_row(code, slope, alpha, flush, src, dst)
 
 
 def activation_args(activation, dtype: np.dtype) -> tuple:

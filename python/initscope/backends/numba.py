@@ -72,7 +72,7 @@ from numba.extending import intrinsic
 from .. import random as _random
 from ..plan import Plan, grad_range_rule
 from ..result import GradRaw, RawStats
-from ._numba_activations import activate_row, activation_args, derive_row
+from ._numba_activations import activate_and_derive_row, activate_row, activation_args, derive_row
 from ._numba_generator import (
     SEGMENT,
     draw_args,
@@ -373,11 +373,10 @@ def _tile_stats(y, sb, sr, bias, act, sat_low, sat_high, hist_low, hist_high, hi
             for j in range(width):
                 h_row[j] = h_row[j] + bias[j]
         d_row = deriv[r] if keep_deriv else deriv_row
-        derive_row(code, slope, alpha, h_row, d_row)
+        activate_and_derive_row(code, slope, alpha, flush, h_row, post, d_row)
         for j in range(width):
             v = np.float64(d_row[j])
             deriv_sq[j] += v * v
-        activate_row(code, slope, alpha, flush, h_row, post)
         if r == sb:
             for j in range(width):
                 pre_k[j] = np.float64(h_row[j])
