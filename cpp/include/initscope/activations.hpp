@@ -172,7 +172,7 @@ INITSCOPE_INLINE T tanh(T x) {
     const T ax = std::abs(x);
     const T t = ax < C::tanh_cap ? ax : C::tanh_cap;
     const T e = expm1_bounded(t + t);  // tanh|x| = e / (e + 2), e = expm1(2|x|)
-    const T y = std::copysign(e / (e + T(2)), x);
+    const T y = std::copysign((e * (T(4) / (e + T(2)))) * T(0.25), x);  // as tanh_and_slope
     return x != x ? x : y;
 }
 
@@ -183,7 +183,7 @@ INITSCOPE_INLINE T sigmoid(T x) {
     t = t > C::exp_min ? t : C::exp_min;
     const T e = exp_nonpositive(t);  // exp(-|x|): never overflows
     const T num = x >= T(0) ? T(1) : e;
-    const T y = num / (T(1) + e);
+    const T y = num * (T(1) / (T(1) + e));  // one division, as sigmoid_and_slope
     const T zero_below = -static_cast<T>(sizeof(T) == 8 ? kSigmoidFlush64 : kSigmoidFlush32);
     return x != x ? x : (x < zero_below ? T(0) : y);  // where the reference's exp(-x) overflows
 }
@@ -327,8 +327,8 @@ INITSCOPE_INLINE double sigmoid_slope(double s) {
     return e / (d * d);
 }
 
-/// tanh x and its derivative sech^2 x from one e = expm1(2|x|): tanh|x| = e / (e + 2) (the
-/// bits of tanh above), sech^2 x = 4 / (E + 2 + 1 / E) with E = e + 1 = exp(2|x|), accurate
+/// tanh x and its derivative sech^2 x from one e = expm1(2|x|) and one division,
+/// q = 4 / (e + 2): tanh|x| = e q / 4 (the bits of tanh above), sech^2 x = q (e + 1) q / 4, accurate
 /// in T everywhere (0 where 2|x| > slope_cap: below T's normal range).
 template <class T>
 INITSCOPE_INLINE void tanh_and_slope(T x, T& y, T& d) {
@@ -336,24 +336,25 @@ INITSCOPE_INLINE void tanh_and_slope(T x, T& y, T& d) {
     const T two_ax = std::abs(x) + std::abs(x);
     const T t = two_ax < C::slope_cap ? two_ax : C::slope_cap;
     const T e = expm1_bounded(t);
-    const T s = T(4) / ((e + T(3)) + T(1) / (e + T(1)));
-    y = x != x ? x : std::copysign(e / (e + T(2)), x);
+    const T q = T(4) / (e + T(2));  // 4, not 1: q stays normal where 2|x| nears slope_cap
+    const T s = q * (((e + T(1)) * q) * T(0.25));
+    y = x != x ? x : std::copysign((e * q) * T(0.25), x);
     d = x != x ? x : (two_ax < C::slope_cap ? s : T(0));
 }
 
 /// sigmoid x (the bits of sigmoid above) and its derivative e / (1 + e)^2, e = exp(-|x|),
-/// from one exp, in T.
+/// from one exp and one division, r = 1 / (1 + e): e r^2, in T.
 template <class T>
 INITSCOPE_INLINE void sigmoid_and_slope(T x, T& y, T& d) {
     using C = ExpConst<T>;
     T t = -std::abs(x);
     t = t > C::exp_min ? t : C::exp_min;
     const T e = exp_nonpositive(t);
-    const T den = T(1) + e;
+    const T r = T(1) / (T(1) + e);  // the one division
     const T num = x >= T(0) ? T(1) : e;
     const T zero_below = -static_cast<T>(sizeof(T) == 8 ? kSigmoidFlush64 : kSigmoidFlush32);
-    y = x != x ? x : (x < zero_below ? T(0) : num / den);
-    d = x != x ? x : e / (den * den);
+    y = x != x ? x : (x < zero_below ? T(0) : num * r);
+    d = x != x ? x : (e * r) * r;
 }
 
 INITSCOPE_INLINE double d_softplus(double x) {

@@ -67,6 +67,7 @@ _DEEP64, _DEEP32 = -1000.0, _F32(-120.0)  # 2**k below the normal range: scale t
 _DEEP_SHIFT64, _DEEP_SHIFT32 = 200.0, _F32(64.0)
 _DEEP_SCALE64, _DEEP_SCALE32 = 2.0**-200, _F32(2.0**-64)
 _ONE32, _TWO32, _ZERO32 = _F32(1.0), _F32(2.0), _F32(0.0)
+_FOUR32, _QUARTER32 = _F32(4.0), _F32(0.25)
 _SLOPE_CAP64, _SLOPE_CAP32 = 709.0, _F32(88.3)  # 2|x| for sech^2: exp stays finite / normal
 _BIAS64, _SHIFT64 = np.uint64(1023), np.uint64(52)
 _BIAS32, _SHIFT32 = np.uint64(127), np.uint64(23)
@@ -158,8 +159,8 @@ def _exp_nonpositive32(x):
 def _tanh64(x):
     ax = abs(x)
     t = ax if ax < _TANH_CAP64 else _TANH_CAP64
-    e = _expm1_bounded64(t + t)  # tanh|x| = e / (e + 2), e = expm1(2|x|)
-    y = math.copysign(e / (e + 2.0), x)
+    e = _expm1_bounded64(t + t)  # tanh|x| = e / (e + 2), e = expm1(2|x|), one division
+    y = math.copysign((e * (4.0 / (e + 2.0))) * 0.25, x)
     return x if x != x else y
 
 
@@ -168,7 +169,7 @@ def _tanh32(x):
     ax = abs(x)
     t = ax if ax < _TANH_CAP32 else _TANH_CAP32
     e = _expm1_bounded32(t + t)
-    y = math.copysign(e / (e + _TWO32), x)
+    y = math.copysign((e * (_FOUR32 / (e + _TWO32))) * _QUARTER32, x)
     return x if x != x else y
 
 
@@ -178,7 +179,7 @@ def _sigmoid64(x):
     t = t if t > _EXP_MIN64 else _EXP_MIN64
     e = _exp_nonpositive64(t)  # exp(-|x|): never overflows
     num = 1.0 if x >= 0.0 else e
-    y = num / (1.0 + e)
+    y = num * (1.0 / (1.0 + e))
     return x if x != x else (0.0 if x < -SIGMOID_FLUSH64 else y)
 
 
@@ -188,47 +189,8 @@ def _sigmoid32(x):
     t = t if t > _EXP_MIN32 else _EXP_MIN32
     e = _exp_nonpositive32(t)
     num = _ONE32 if x >= _ZERO32 else e
-    y = num / (_ONE32 + e)
+    y = num * (_ONE32 / (_ONE32 + e))
     return x if x != x else (_ZERO32 if x < _ZERO_BELOW32 else y)
-
-
-@njit(inline="always", error_model="numpy")
-def _tanh_slope64(x):
-    """sech^2 x = 4 / (E + 2 + 1 / E), E = exp(2|x|) = expm1(2|x|) + 1 (activations.hpp,
-    tanh_and_slope); 0 where 2|x| is beyond the cap."""
-    two_ax = abs(x) + abs(x)
-    t = two_ax if two_ax < _SLOPE_CAP64 else _SLOPE_CAP64
-    e = _expm1_bounded64(t)
-    s = 4.0 / ((e + 3.0) + 1.0 / (e + 1.0))
-    return x if x != x else (s if two_ax < _SLOPE_CAP64 else 0.0)
-
-
-@njit(inline="always", error_model="numpy")
-def _tanh_slope32(x):
-    two_ax = abs(x) + abs(x)
-    t = two_ax if two_ax < _SLOPE_CAP32 else _SLOPE_CAP32
-    e = _expm1_bounded32(t)
-    s = _F32(4.0) / ((e + _F32(3.0)) + _ONE32 / (e + _ONE32))
-    return x if x != x else (s if two_ax < _SLOPE_CAP32 else _ZERO32)
-
-
-@njit(inline="always", error_model="numpy")
-def _sigmoid_slope64(x):
-    """e / (1 + e)^2, e = exp(-|x|) (activations.hpp, sigmoid_and_slope)."""
-    t = -abs(x)
-    t = t if t > _EXP_MIN64 else _EXP_MIN64
-    e = _exp_nonpositive64(t)
-    den = 1.0 + e
-    return x if x != x else e / (den * den)
-
-
-@njit(inline="always", error_model="numpy")
-def _sigmoid_slope32(x):
-    t = -abs(x)
-    t = t if t > _EXP_MIN32 else _EXP_MIN32
-    e = _exp_nonpositive32(t)
-    den = _ONE32 + e
-    return x if x != x else e / (den * den)
 
 
 @njit(inline="always", error_model="numpy")
@@ -238,8 +200,9 @@ def _tanh_and_slope64(x):
     two_ax = abs(x) + abs(x)
     t = two_ax if two_ax < _SLOPE_CAP64 else _SLOPE_CAP64
     e = _expm1_bounded64(t)
-    s = 4.0 / ((e + 3.0) + 1.0 / (e + 1.0))
-    y = math.copysign(e / (e + 2.0), x)
+    q = 4.0 / (e + 2.0)  # 4, not 1: q stays normal where 2|x| nears the cap
+    s = q * (((e + 1.0) * q) * 0.25)
+    y = math.copysign((e * q) * 0.25, x)
     return (x if x != x else y), (x if x != x else (s if two_ax < _SLOPE_CAP64 else 0.0))
 
 
@@ -248,8 +211,9 @@ def _tanh_and_slope32(x):
     two_ax = abs(x) + abs(x)
     t = two_ax if two_ax < _SLOPE_CAP32 else _SLOPE_CAP32
     e = _expm1_bounded32(t)
-    s = _F32(4.0) / ((e + _F32(3.0)) + _ONE32 / (e + _ONE32))
-    y = math.copysign(e / (e + _TWO32), x)
+    q = _FOUR32 / (e + _TWO32)
+    s = q * (((e + _ONE32) * q) * _QUARTER32)
+    y = math.copysign((e * q) * _QUARTER32, x)
     return (x if x != x else y), (x if x != x else (s if two_ax < _SLOPE_CAP32 else _ZERO32))
 
 
@@ -259,10 +223,10 @@ def _sigmoid_and_slope64(x):
     t = -abs(x)
     t = t if t > _EXP_MIN64 else _EXP_MIN64
     e = _exp_nonpositive64(t)
-    den = 1.0 + e
+    r = 1.0 / (1.0 + e)
     num = 1.0 if x >= 0.0 else e
-    y = 0.0 if x < -SIGMOID_FLUSH64 else num / den
-    return (x if x != x else y), (x if x != x else e / (den * den))
+    y = 0.0 if x < -SIGMOID_FLUSH64 else num * r
+    return (x if x != x else y), (x if x != x else (e * r) * r)
 
 
 @njit(inline="always", error_model="numpy")
@@ -270,10 +234,30 @@ def _sigmoid_and_slope32(x):
     t = -abs(x)
     t = t if t > _EXP_MIN32 else _EXP_MIN32
     e = _exp_nonpositive32(t)
-    den = _ONE32 + e
+    r = _ONE32 / (_ONE32 + e)
     num = _ONE32 if x >= _ZERO32 else e
-    y = _ZERO32 if x < _ZERO_BELOW32 else num / den
-    return (x if x != x else y), (x if x != x else e / (den * den))
+    y = _ZERO32 if x < _ZERO_BELOW32 else num * r
+    return (x if x != x else y), (x if x != x else (e * r) * r)
+
+
+@njit(inline="always", error_model="numpy")
+def _tanh_slope64(x):
+    return _tanh_and_slope64(x)[1]
+
+
+@njit(inline="always", error_model="numpy")
+def _tanh_slope32(x):
+    return _tanh_and_slope32(x)[1]
+
+
+@njit(inline="always", error_model="numpy")
+def _sigmoid_slope64(x):
+    return _sigmoid_and_slope64(x)[1]
+
+
+@njit(inline="always", error_model="numpy")
+def _sigmoid_slope32(x):
+    return _sigmoid_and_slope32(x)[1]
 
 
 _SQRT2 = _hex("0x1.6a09e667f3bcdp+0")
