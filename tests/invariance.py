@@ -1,9 +1,10 @@
 """What must not depend on how a run is cut up: the same network gives bit-identical results
 for every ``chunk_size`` and every thread count, on every backend but the reference.
 
-This holds on any BLAS kernel because every GEMM call covers one tile of samples whose shape
-depends on ``n_samples`` alone (``initscope.plan.TILE_ROWS``), never on the chunk or the
-threads.  The checks are plain functions, so that ``test_backends.py`` runs them in-process
+This holds on any BLAS kernel because every GEMM call covers one tile of samples (four for
+a wide layer) whose shape depends on ``n_samples`` and the network alone
+(``initscope.plan.TILE_ROWS``, ``chunk_multiple``), never on the chunk or the threads.  The
+checks are plain functions, so that ``test_backends.py`` runs them in-process
 and ``test_kernel_families.py`` runs this file as a script under each OpenBLAS core type:
 
     OPENBLAS_CORETYPE=Sandybridge python tests/invariance.py cpp numba
@@ -28,12 +29,15 @@ FIELDS = (*initscope.PropagationResult.LAYER_FIELDS, "hist")
 GRAD_FIELDS = (*initscope.PropagationResult.GRAD_FIELDS, "grad_hist", "grad_range")
 
 #: Shapes where kernels differ: float32 edge rows of a register block (65 units, 193 and
-#: 1000 samples: partial tiles), a deep stack with biases, and a layer wider than it is deep.
+#: 1000 samples: partial tiles), a deep stack with biases, a layer wider than it is deep, and
+#: a wide layer (2048 x 4096 weights: four tiles per GEMM call, the last group short) after a
+#: narrower one.
 CASES: tuple[dict[str, Any], ...] = (
     dict(widths=[65], n_samples=193, activation="linear", dtype="float32", init="glorot_normal"),
     dict(widths=[65, 33], n_samples=1000, activation="tanh", dtype="float32", bias=0.3),
     dict(widths=[130, 130, 7], n_samples=721, activation="relu", dtype="float64", bias=0.1),
     dict(widths=[300, 200], n_samples=1500, activation="gelu", dtype="float32"),
+    dict(widths=[2048, 4096], input_dim=2048, n_samples=1201, dtype="float32"),
 )
 #: (chunk_size, threads) of the runs compared with the first.
 SPLITS = ((None, 1), (1, 2), (241, 3), (480, 2), (10**6, 8))

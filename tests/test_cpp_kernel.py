@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import initscope
 from initscope.backends import cpp
-from initscope.plan import make_plan
+from initscope.plan import chunk_multiple, make_plan
 from initscope.result import GradRaw, RawStats
 
 try:
@@ -99,6 +100,17 @@ def test_the_kernel_checks_chunks_hold_whole_tiles(chunk_size):
     plan = make_plan([3], input_dim=2, n_samples=500)
     with pytest.raises(ValueError, match=r"chunk_size must be a multiple of TILE_ROWS \(240\)"):
         _core.propagate(**_args(plan, chunk_size=chunk_size))
+
+
+def test_chunks_hold_whole_groups_of_tiles_where_a_layer_is_wide():
+    # 2048 * 4096 = 2**23 weights: four tiles per GEMM call, so chunks of 4 * 240 rows.
+    assert (_core.WIDE_TILES, _core.WIDE_WEIGHTS) == (4, 2**23)
+    assert chunk_multiple((2048, 4095)) == 240 and chunk_multiple((500, 2048, 4096)) == 960
+    plan = make_plan([4096], input_dim=2048, n_samples=3000, chunk_size=241)
+    assert plan.chunk_size == 960
+    assert make_plan([4096], input_dim=2048, n_samples=500, chunk_size=241).chunk_size == 500
+    with pytest.raises(ValueError, match=r"multiple of TILE_ROWS \* WIDE_TILES \(960, the"):
+        _core.propagate(**_args(plan, chunk_size=480))
 
 
 @pytest.mark.parametrize("chunk_size", [240, 480, 500, 10**6])
@@ -203,3 +215,18 @@ def test_gradient_memory_of_redrawn_weights_within_the_estimate():
     figures = json.loads(done.stdout)
     estimate = figures["estimate"] - figures["weights_kept"] + figures["weights_redrawn"]
     assert 0.8 * estimate <= figures["peak"] <= 1.08 * estimate, figures
+
+
+def test_a_wide_layer_gives_the_activations_numpy_computes():
+    # Two wide layers (four tiles per GEMM call; 1201 samples end in a short group): every
+    # kept activation against np.tanh of NumPy's own product with the same weights.
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1201, 2048))
+    result = initscope.propagate([4096, 2048], inputs=x, backend="cpp", threads=2,
+                                 keep_activations=True)  # fmt: skip
+    expected = x
+    for layer, fan_in, fan_out in ((0, 2048, 4096), (1, 4096, 2048)):
+        expected = np.tanh(expected @ initscope.make_weights("xavier", fan_in, fan_out,
+                                                             layer=layer))  # fmt: skip
+        np.testing.assert_allclose(result.activations[layer], expected, rtol=0, atol=1e-12)
+        assert result.std[layer] == pytest.approx(expected.std(), rel=1e-12)

@@ -463,7 +463,8 @@ def test_plan_fields_and_default_chunk():
     assert default_chunk(n, (500,) * 4, 8, gradients=True) == 18 * TILE_ROWS  # 4194 rows
     # never fewer than min(width, CHUNK_MIN_ROWS), as without gradients
     assert default_chunk(n, (2048,) * 4, 4, gradients=True) == 9 * TILE_ROWS  # 2048 rows
-    assert default_chunk(n, (20000,) * 4, 8, gradients=True) == 18 * TILE_ROWS  # 4096 rows
+    # 4096 rows, in whole groups of four tiles: 20000 x 20000 weights make a wide layer
+    assert default_chunk(n, (20000,) * 4, 8, gradients=True) == 5 * 4 * TILE_ROWS
     assert make_plan([500] * 3, n_samples=n, gradients=True).chunk_size == 18 * TILE_ROWS
     assert make_plan([500] * 3, n_samples=n).chunk_size == 70 * TILE_ROWS
 

@@ -95,9 +95,11 @@ def test_memory_guard_counts_the_histograms(backend):
 
 def test_default_chunk_amortises_redrawn_weights():
     # weights too large to keep are redrawn per chunk: a chunk holds at least min(w, 4096)
-    # rows, in whole tiles of 240 (4096 -> 18 tiles)
-    assert make_plan([4096] * 4, n_samples=10**5).chunk_size == 18 * 240
-    assert make_plan([4096] * 4, n_samples=10**5, dtype="float32").chunk_size == 18 * 240
+    # rows, in whole tiles of 240 (4096 -> 18 tiles), in whole groups of four tiles where a
+    # layer is wide (4096 x 4096 weights: 4096 -> 5 groups)
+    assert make_plan([2048] * 4, n_samples=10**5).chunk_size == 18 * 240
+    assert make_plan([4096] * 4, n_samples=10**5).chunk_size == 5 * 4 * 240
+    assert make_plan([4096] * 4, n_samples=10**5, dtype="float32").chunk_size == 5 * 4 * 240
     # 128 MiB of two float64 buffers of 256 units: 32768 rows -> 137 tiles
     assert make_plan([256] * 4, n_samples=10**7).chunk_size == 137 * 240
     assert make_plan([500] * 10, n_samples=1000).chunk_size == 1000

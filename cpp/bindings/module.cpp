@@ -341,6 +341,8 @@ PYBIND11_MODULE(_core, m) {
     m.doc() = "initscope's C++ kernel: counter-based generator, activations, fused layer loop";
     m.attr("__version__") = INITSCOPE_VERSION;
     m.attr("TILE_ROWS") = kTileRows;
+    m.attr("WIDE_TILES") = kWideTiles;
+    m.attr("WIDE_WEIGHTS") = kWideWeights;
     m.attr("SEGMENT") = kSegment;
     m.attr("WEIGHT_CACHE_BYTES") = kWeightCacheBytes;
     m.attr("HIST_COPIES") = kHistCopies;

@@ -9,6 +9,10 @@ from numpy.typing import DTypeLike, NDArray
 __version__: str
 TILE_ROWS: int
 """Samples per tile, one GEMM call each; chunks hold whole tiles."""
+WIDE_TILES: int
+"""Tiles per GEMM call of a wide layer (chunks then hold whole groups of them)."""
+WIDE_WEIGHTS: int
+"""``fan_in * fan_out`` from which a layer is wide."""
 SEGMENT: int
 """Elements drawn per parallel job."""
 WEIGHT_CACHE_BYTES: int

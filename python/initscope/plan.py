@@ -37,6 +37,19 @@ CHUNK_MIN_ROWS = 4096
 #: computes each sample alike.  The C++ header (``kernel.hpp``, ``_core.TILE_ROWS``) is
 #: the source of this number; it is repeated here for machines without the extension.
 TILE_ROWS = 240
+#: Wide layers (``fan_in * fan_out >= WIDE_WEIGHTS``) multiply ``WIDE_TILES`` tiles per GEMM
+#: call (each call packs the whole weight matrix again); chunks then hold whole groups of
+#: tiles.  The statistics stay per tile.  ``kernel.hpp`` (``_core.WIDE_TILES``) is the source.
+WIDE_TILES = 4
+WIDE_WEIGHTS = 2**23
+
+
+def chunk_multiple(widths: Sequence[int]) -> int:
+    """Rows a chunk is a multiple of (unless it holds every sample): :data:`TILE_ROWS`, times
+    :data:`WIDE_TILES` where a layer is wide.  ``widths`` are the input's and every layer's."""
+    wide = any(a * b >= WIDE_WEIGHTS for a, b in zip(widths[:-1], widths[1:], strict=True))
+    return TILE_ROWS * (WIDE_TILES if wide else 1)
+
 
 #: More bins than the C++ kernel's int histogram slots (bins plus below, above, NaN) hold.
 MAX_BINS = 2**31 - 4
@@ -254,12 +267,14 @@ def default_chunk(
     width = max(widths)
     buffers = 2 * (len(widths) - 1) + 2 if gradients else 2
     rows = max(CHUNK_BYTES // (buffers * width * itemsize), min(width, CHUNK_MIN_ROWS), TILE_ROWS)
-    return whole_tiles(rows, n_samples)
+    return whole_tiles(rows, n_samples, widths)
 
 
-def whole_tiles(rows: int, n_samples: int) -> int:
-    """``rows`` rounded up to whole tiles, at most ``n_samples``: the chunk a run uses."""
-    return min(n_samples, -(-rows // TILE_ROWS) * TILE_ROWS)
+def whole_tiles(rows: int, n_samples: int, widths: Sequence[int]) -> int:
+    """``rows`` rounded up to whole tiles (:func:`chunk_multiple`), at most ``n_samples``: the
+    chunk a run uses."""
+    multiple = chunk_multiple(widths)
+    return min(n_samples, -(-rows // multiple) * multiple)
 
 
 def estimate_memory(plan: Plan, backend: str = "cpp") -> int:
@@ -338,7 +353,7 @@ def make_plan(
     chunk = (
         default_chunk(n, (dim, *sizes), run_dtype.itemsize, gradients)
         if chunk_size is None
-        else whole_tiles(positive_int(chunk_size, "chunk_size"), n)
+        else whole_tiles(positive_int(chunk_size, "chunk_size"), n, (dim, *sizes))
     )
     if not isinstance(keep_activations, (bool, np.bool_)):
         raise TypeError(f"keep_activations must be True or False, got {keep_activations!r}")

@@ -22,6 +22,17 @@ namespace initscope {
 /// threads), so any BLAS kernel computes every sample alike. 240 rows: large enough for the
 /// GEMM to run near its peak, small enough to stay in L2/L3 and to balance threads.
 constexpr std::size_t kTileRows = 240;
+/// Wide layers (fan_in * fan_out >= kWideWeights) multiply kWideTiles tiles per GEMM call:
+/// each call packs the whole weight matrix again, which 240 rows amortise poorly once it no
+/// longer fits the caches (240-row calls run at 0.90 of one call's rate at 4096 x 4096 on an
+/// AMD Zen 3, 960-row calls at 0.98). The statistics stay per tile; chunks hold whole groups.
+constexpr std::size_t kWideTiles = 4;
+constexpr std::size_t kWideWeights = std::size_t(1) << 23;
+
+/// Tiles per GEMM call of a layer: fixed by the network alone.
+constexpr std::size_t gemm_tiles(std::size_t fan_in, std::size_t fan_out) {
+    return fan_in * fan_out >= kWideWeights ? kWideTiles : 1;
+}
 constexpr std::size_t kSegment = std::size_t(1) << 16;  // elements drawn per parallel job
 /// Drawn weights of all layers are kept between chunks up to this many bytes, else redrawn.
 constexpr std::size_t kWeightCacheBytes = std::size_t(128) << 20;

@@ -54,10 +54,17 @@ inline void check_spec(const RunSpec& spec) {
     require(spec.hist_low < spec.hist_high, "hist_range must have low < high");
     require(spec.threads > 0, "threads must be positive");
     require(spec.chunk_size > 0, "chunk_size must be positive");
-    // Chunks hold whole tiles, so that tiles (and GEMM calls) do not depend on chunk_size.
-    require(spec.chunk_size % kTileRows == 0 || spec.chunk_size >= spec.n_samples,
-            "chunk_size must be a multiple of TILE_ROWS (" + std::to_string(kTileRows) +
-                ") or at least n_samples");
+    // Chunks hold whole tiles (whole groups of them where a layer is wide), so that tiles
+    // and GEMM calls do not depend on chunk_size.
+    std::size_t group = 1;
+    for (const LayerSpec& layer : spec.layers)
+        group = std::max(group, gemm_tiles(layer.fan_in, layer.fan_out));
+    require(spec.chunk_size % (kTileRows * group) == 0 || spec.chunk_size >= spec.n_samples,
+            group == 1 ? "chunk_size must be a multiple of TILE_ROWS (" +
+                             std::to_string(kTileRows) + ") or at least n_samples"
+                       : "chunk_size must be a multiple of TILE_ROWS * WIDE_TILES (" +
+                             std::to_string(kTileRows * group) +
+                             ", the network has a wide layer) or at least n_samples");
     if (spec.gradients) {
         require(spec.grad_bins > 0 && spec.grad_bins < 0x7fffffff - 2,
                 "grad_bins must be in [1, 2**31 - 3)");
@@ -444,9 +451,12 @@ private:
             hist_.sat_low = layer.sat_low;
             hist_.sat_high = layer.sat_high;
             reset_thread_hist(spec_.bins);
-            parallel_with_draws(tiles_.size(), [&](std::size_t me, std::size_t t) {
-                forward_tile(me, l, t);
-            });
+            const std::size_t group = gemm_tiles(fan_in(l), fan_out(l));
+            parallel_with_draws((tiles_.size() + group - 1) / group,
+                                [&](std::size_t me, std::size_t g) {
+                                    forward_tiles(me, l, g * group,
+                                                  std::min(tiles_.size(), (g + 1) * group));
+                                });
             for (std::size_t t = 0; t < tiles_.size(); ++t) stats_[l].merge(tile_stats_[t]);
             for (const auto& counts : thread_hist_) stats_[l].merge(counts);
             if (grads_ && c == 0)
@@ -458,17 +468,26 @@ private:
         }
     }
 
-    /// One tile of layer l: the GEMM, then a few rows at a time the bias, the activation and
+    /// Tiles [t0, t1) of layer l (one GEMM group): one GEMM call over their rows, then
+    /// each tile's statistics.
+    void forward_tiles(std::size_t me, std::size_t l, std::size_t t0, std::size_t t1) {
+        const std::size_t n_in = fan_in(l), n_out = fan_out(l);
+        const std::size_t begin = tiles_[t0].begin;
+        const std::size_t rows = tiles_[t1 - 1].begin + tiles_[t1 - 1].rows - begin;
+        gemm(static_cast<int>(rows), static_cast<int>(n_out), static_cast<int>(n_in),
+             input_of(l) + begin * n_in, static_cast<int>(n_in), weights_of(l),
+             static_cast<int>(n_out), output_of(l) + begin * n_out, static_cast<int>(n_out));
+        for (std::size_t t = t0; t < t1; ++t) finish_tile(me, l, t);
+    }
+
+    /// Tile t of layer l after its GEMM: a few rows at a time the bias, the activation and
     /// its derivative (kept for the way back), and every statistic; the activations replace
     /// H in place (the next layer's input).
-    void forward_tile(std::size_t me, std::size_t l, std::size_t t) {
+    void finish_tile(std::size_t me, std::size_t l, std::size_t t) {
         const LayerSpec& layer = spec_.layers[l];
-        const std::size_t n_in = layer.fan_in, n_out = layer.fan_out;
+        const std::size_t n_out = layer.fan_out;
         const Tile& tile = tiles_[t];
         T* y = output_of(l);
-        gemm(static_cast<int>(tile.rows), static_cast<int>(n_out), static_cast<int>(n_in),
-             input_of(l) + tile.begin * n_in, static_cast<int>(n_in), weights_of(l),
-             static_cast<int>(n_out), y + tile.begin * n_out, static_cast<int>(n_out));
         constexpr std::size_t block = TileStats::kBlock;
         std::vector<T>& post = scratch_[me];
         post.resize(block * n_out);

@@ -70,7 +70,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from .. import random as _random
-from ..plan import Plan, grad_range_rule
+from ..plan import WIDE_TILES, WIDE_WEIGHTS, Plan, chunk_multiple, grad_range_rule
 from ..result import GradRaw, RawStats
 from ._numba_activations import activate_and_derive_row, activate_row, activation_args, derive_row
 from ._numba_generator import (
@@ -439,24 +439,30 @@ def _merge_moments(n, mean, m2, n_b, k, s1, s2):
 
 
 @njit(error_model="numpy")
-def _layer_job(job, x, w, y, bias, tiles, blas, act, saturation, hist_range, scratch, deriv,
-               draw_out, draw):  # fmt: skip
-    """Job ``job`` of a layer: tile ``job`` (GEMM, then bias, activation and statistics), or,
-    past the tiles, a segment of the next layer's weights."""
+def _layer_job(job, x, w, y, bias, tiles, group, blas, act, saturation, hist_range, scratch,
+               deriv, draw_out, draw):  # fmt: skip
+    """Job ``job`` of a layer: tiles ``[job * group, (job + 1) * group)`` (one GEMM call, then
+    each tile's bias, activation and statistics), or, past the tiles, a segment of the next
+    layer's weights."""
     n_tiles = tiles.shape[0]
-    if job >= n_tiles:
+    n_groups = (n_tiles + group - 1) // group
+    if job >= n_groups:
         normal, k0, k1, stream, layer, start, scale, shift = draw
-        draw_segment(draw_out, job - n_tiles, normal, k0, k1, stream, layer, start, scale, shift)
+        draw_segment(draw_out, job - n_groups, normal, k0, k1, stream, layer, start, scale,
+                     shift)  # fmt: skip
         return
     part, tile_counts, tile_hist, post, index, deriv_rows = scratch
-    begin, rows = tiles[job, 0], tiles[job, 1]
+    t0, t1 = job * group, min(n_tiles, (job + 1) * group)
     if blas != 0:
         fan_in, fan_out = x.shape[1], y.shape[1]
+        begin = tiles[t0, 0]
+        rows = tiles[t1 - 1, 0] + tiles[t1 - 1, 1] - begin
         _gemm(blas, _NO_TRANS, _NO_TRANS, rows, fan_out, fan_in, x, begin * fan_in, fan_in, w, 0,
               fan_out, 0.0, y, begin * fan_out, fan_out)  # fmt: skip
-    _tile_stats(y, begin, rows, bias, act, saturation[0], saturation[1],
-                hist_range[0], hist_range[1], hist_range[2], part[job], tile_counts[job],
-                tile_hist[job], post[job], index[job], deriv, deriv_rows[job])  # fmt: skip
+    for t in range(t0, t1):
+        _tile_stats(y, tiles[t, 0], tiles[t, 1], bias, act, saturation[0], saturation[1],
+                    hist_range[0], hist_range[1], hist_range[2], part[t], tile_counts[t],
+                    tile_hist[t], post[t], index[t], deriv, deriv_rows[t])  # fmt: skip
 
 
 @njit(error_model="numpy")
@@ -483,12 +489,13 @@ def _merge_tiles(n_tiles, scratch, moments, counts, extrema, deriv_sq, hist):
 
 
 @njit(nogil=True, cache=True, parallel=True, error_model="numpy")
-def _layer(x, w, y, bias, tiles, blas, act, saturation, hist_range, moments, counts, extrema,
-           deriv_sq, hist, scratch, deriv, workers, draw_out, draw):  # fmt: skip
+def _layer(x, w, y, bias, tiles, group, blas, act, saturation, hist_range, moments, counts,
+           extrema, deriv_sq, hist, scratch, deriv, workers, draw_out, draw):  # fmt: skip
     """One layer on one chunk: per tile, GEMM then stats; then the tiles merged in order.
 
     ``x`` (rows, fan_in) and ``y`` (rows, fan_out) are the chunk's buffers; ``tiles``
-    (T, 2) holds each tile's first row and its number of rows.  ``blas`` is the address of the
+    (T, 2) holds each tile's first row and its number of rows; ``group`` tiles share a GEMM
+    call (``plan.chunk_multiple``: more than one for wide layers).  ``blas`` is the address of the
     cblas gemm, or 0 when ``y`` already holds ``x @ w``.  The layer's running accumulators
     ``moments`` (4, fan_out: post mean, post M2, pre mean, pre M2), ``counts`` (7),
     ``extrema`` (min, max), ``deriv_sq`` (1) and ``hist`` (bins) are updated in place.
@@ -501,25 +508,26 @@ def _layer(x, w, y, bias, tiles, blas, act, saturation, hist_range, moments, cou
     ``draw`` is ``(normal, *draw_args(...))``), in the same parallel loop.
     """
     n_tiles = tiles.shape[0]
-    n_jobs = n_tiles + (draw_out.size + SEGMENT - 1) // SEGMENT
+    n_jobs = (n_tiles + group - 1) // group + (draw_out.size + SEGMENT - 1) // SEGMENT
     counter = np.zeros(1, dtype=np.int64)
     for _ in prange(min(workers, n_jobs)):  # workers take jobs in order:
         job = next_job(counter)  # the tiles first, then the draws
         while job < n_jobs:
-            _layer_job(job, x, w, y, bias, tiles, blas, act, saturation, hist_range, scratch,
-                       deriv, draw_out, draw)  # fmt: skip
+            _layer_job(job, x, w, y, bias, tiles, group, blas, act, saturation, hist_range,
+                       scratch, deriv, draw_out, draw)  # fmt: skip
             job = next_job(counter)
     _merge_tiles(n_tiles, scratch, moments, counts, extrema, deriv_sq, hist)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def _layer_serial(x, w, y, bias, tiles, blas, act, saturation, hist_range, moments, counts,
-                  extrema, deriv_sq, hist, scratch, deriv, workers, draw_out, draw):  # fmt: skip
+def _layer_serial(x, w, y, bias, tiles, group, blas, act, saturation, hist_range, moments,
+                  counts, extrema, deriv_sq, hist, scratch, deriv, workers, draw_out,
+                  draw):  # fmt: skip
     """:func:`_layer` on the calling thread alone (in a process forked after OpenMP ran)."""
     n_tiles = tiles.shape[0]
-    for job in range(n_tiles + (draw_out.size + SEGMENT - 1) // SEGMENT):
-        _layer_job(job, x, w, y, bias, tiles, blas, act, saturation, hist_range, scratch,
-                   deriv, draw_out, draw)  # fmt: skip
+    for job in range((n_tiles + group - 1) // group + (draw_out.size + SEGMENT - 1) // SEGMENT):
+        _layer_job(job, x, w, y, bias, tiles, group, blas, act, saturation, hist_range,
+                   scratch, deriv, draw_out, draw)  # fmt: skip
     _merge_tiles(n_tiles, scratch, moments, counts, extrema, deriv_sq, hist)
 
 
@@ -1046,9 +1054,10 @@ def run(plan: Plan) -> RawStats:
     t = dtype.type
     n = plan.n_samples
     chunk = min(plan.chunk_size, n)
-    if chunk % TILE_ROWS and chunk < n:  # make_plan rounds it; a hand-made plan may not
+    multiple = chunk_multiple((plan.input_dim, *plan.widths))
+    if chunk % multiple and chunk < n:  # make_plan rounds it; a hand-made plan may not
         raise ValueError(
-            f"chunk_size must be a multiple of {TILE_ROWS} or at least n_samples, got {chunk}"
+            f"chunk_size must be a multiple of {multiple} or at least n_samples, got {chunk}"
         )
     chunks = -(-n // chunk)
     dim = plan.input_dim
@@ -1106,7 +1115,8 @@ def run(plan: Plan) -> RawStats:
                     y = buffers.output_of(i, rows)
                     if blas == 0:  # pragma: no cover - without scipy-openblas32
                         np.matmul(x, w, out=y)
-                    layer_kernel(x, w, y, biases[i], tiles, blas, acts[i], saturation[i],
+                    group = WIDE_TILES if layer.fan_in * layer.fan_out >= WIDE_WEIGHTS else 1
+                    layer_kernel(x, w, y, biases[i], tiles, group, blas, acts[i], saturation[i],
                                  hist_range, moments[i], counts[i], extrema[i],
                                  deriv_sq[i : i + 1], hist[i],
                                  scratch(len(tiles), layer.fan_out, plan.bins),
