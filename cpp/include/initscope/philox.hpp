@@ -97,7 +97,7 @@ inline void philox_blocks(PhiloxKey key, std::uint32_t stream, std::uint32_t lay
     const std::uint32_t lo = static_cast<std::uint32_t>(first);
     const std::uint32_t hi = static_cast<std::uint32_t>(first >> 32);
 #if defined(__AVX2__)
-    constexpr int G = 4;
+    constexpr int G = 2;
     static_assert(B % (8 * G) == 0, "batch must hold whole groups of 32 blocks");
     __m256i k0[10], k1[10];
     std::uint32_t kk0 = key.k0, kk1 = key.k1;
