@@ -6,7 +6,8 @@ weights) in fresh subprocesses, round by round, and prints and saves (``bench/re
 generator-<machine>.json``) the median nanoseconds per value.  Each worker checks a slice with
 an odd start against :mod:`initscope.random`, bit for bit, before it times.  ``--baseline
 DIR`` times another build side by side, alternating with this one round by round (``DIR``
-holds an ``initscope`` package with its ``_core``), and reports the ratios.  Timings share no
+holds an ``initscope`` package with its ``_core``), and reports the ratios.  This build is the
+one in ``python/initscope`` of this checkout.  Timings share no
 core with another::
 
     flock /tmp/initscope-timing.lock env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \\
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="JSON path (default bench/results/...)")
     args = parser.parse_args(argv)
 
-    builds: dict[str, Path | None] = {"this": None}
+    builds: dict[str, Path | None] = {"this": ROOT / "python"}  # this checkout's build
     if args.baseline is not None:
         builds["baseline"] = args.baseline.resolve()
     times: dict[str, dict[str, list[float]]] = {b: {} for b in builds}

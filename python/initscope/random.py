@@ -33,16 +33,16 @@ Normals (Box-Muller)
     float64 (:func:`block_normals64`): ``x = 1 - w * 2**-32`` and ``theta = 2 pi w' 2**-32``,
     both exact functions of the 32-bit words (``x`` lies in ``[2**-32, 1]``).  So
     ``|z| <= sqrt(-2 log 2**-32) = sqrt(64 ln 2) = 6.66``: the tails are cut beyond 6.66
-    sigma, where a normal lies with probability ``2.7e-11``, as the Box-Muller of PyTorch's
-    float32 normals (24-bit uniforms) cuts them near 5.8 sigma.  Each normal is within
-    ``4e-15 * max(1, r)`` of ``r cos theta`` (or ``r sin theta``) computed exactly from the
-    same words (tests/test_random.py checks it against mpmath), far below the spacing of
-    neighbouring values of the 32-bit grid (about ``1.5e-9 r``).
+    sigma, where a normal lies with probability ``2.7e-11``, as PyTorch's float32 Box-Muller
+    bounds its tails.  Each normal is within ``2e-14 * max(1, r)`` of ``r cos theta`` (or
+    ``r sin theta``) computed exactly from the same words (tests/test_random.py checks it
+    against mpmath and NumPy), far below the spacing of neighbouring values on the grid of
+    the 32-bit words (about ``1.5e-9 r``).
     ``log x = e ln 2 + log f`` with ``x = f * 2**e``, ``f`` in ``[sqrt(1/2), sqrt(2))``,
-    ``log f = 2 atanh(s)``, ``s = (f - 1) / (f + 1)``, a minimax polynomial in ``s**2`` (6
-    terms); the angle is reduced in integers, ``w' + 2**29 = q 2**30 + t + 2**29`` with
-    ``|t| <= 2**29``, to ``x = t * pi 2**-31`` (``|x| <= pi/4``), minimax polynomials of
-    sin and cos in ``x**2`` (6 terms each), then the quadrant ``q mod 4``.
+    ``log f = 2 atanh(s)``, ``s = (f - 1) / (f + 1)``, a near-minimax polynomial in ``s**2``
+    (5 terms); the angle is reduced in integers, ``w' + 2**29 = q 2**30 + t + 2**29`` with
+    ``|t| <= 2**29``, to ``x = t * pi 2**-31`` (``|x| <= pi/4``), near-minimax polynomials
+    of sin and cos in ``x**2`` (5 and 6 terms), then the quadrant ``q mod 4``.
 
     float32 (:func:`block_values32`): ``(v, u)`` the float32 uniforms of the two words,
     ``r = sqrt(-2 log(1 - v))`` (``1 - v`` lies in ``(0, 1]``, computed exactly),
@@ -331,16 +331,17 @@ def block_uniforms64(words):
 # ---- float64 normals: four per block, from the 32-bit words ------------------------------
 
 # fmt: off
-# -4 times the minimax polynomial of atanh(s) / s in z = s**2, |s| <= (sqrt 2 - 1)/(sqrt 2 + 1),
-# then those of sin(x) / x - 1 and cos(x) - 1 over z (each divided by z), |x| <= pi/4 (near
-# minimax, relative error 2e-16, 4e-18 and absolute 5e-17 before rounding).
+# -4 times the polynomial of atanh(s) / s in z = s**2, |s| <= (sqrt 2 - 1)/(sqrt 2 + 1); then
+# those of (sin(x) / x - 1) / z and (cos(x) - 1) / z, z = x**2, |x| <= pi/4: near-minimax
+# (Lawson's algorithm at 50 digits), before rounding within 3e-14 (relative), 5e-15 (relative)
+# and 5e-17 (absolute).  Fewer terms than full precision needs: the words have 32 bits.
 _RADIUS_Q = tuple(-4.0 * float.fromhex(h) for h in (
-    "0x1.5555555553977p-2", "0x1.999999a28f7f0p-3", "0x1.24924179fae17p-3",
-    "0x1.c72276f52f1c2p-4", "0x1.732c45c9ea671p-4", "0x1.58762c4fc30ebp-4",
+    "0x1.555555561d96ep-2", "0x1.999996ab08450p-3", "0x1.2494113ae1df3p-3",
+    "0x1.c62b4d76ec470p-4", "0x1.9112747b926d8p-4",
 ))
 _ANGLE_SIN = tuple(float.fromhex(h) for h in (
-    "-0x1.5555555555548p-3", "0x1.111111110f7cep-7", "-0x1.a01a019bfd9c7p-13",
-    "0x1.71de35678a32fp-19", "-0x1.ae5e5a56fac34p-26", "0x1.5d8fc04f80640p-33",
+    "-0x1.5555555552233p-3", "0x1.1111110c86c11p-7", "-0x1.a019f938cd31dp-13",
+    "0x1.71d76cc38e32bp-19", "-0x1.a96183450633ap-26",
 ))
 _ANGLE_COS = tuple(float.fromhex(h) for h in (
     "-0x1.fffffffffffa3p-2", "0x1.555555554f948p-5", "-0x1.6c16c16489f8dp-10",

@@ -15,6 +15,10 @@
 #include "kernel.hpp"
 #include "philox.hpp"
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 namespace initscope {
 inline namespace INITSCOPE_ISA_NAMESPACE {
 
@@ -152,12 +156,12 @@ inline float uniform24(std::uint32_t w) {
 }
 
 // random.normal_radius and random.normal_angle (float64 normals): near-minimax polynomials.
-constexpr double kRadiusQ[6] = {-4.0 * 0x1.5555555553977p-2, -4.0 * 0x1.999999a28f7f0p-3,
-                                -4.0 * 0x1.24924179fae17p-3, -4.0 * 0x1.c72276f52f1c2p-4,
-                                -4.0 * 0x1.732c45c9ea671p-4, -4.0 * 0x1.58762c4fc30ebp-4};
-constexpr double kAngleSin[6] = {-0x1.5555555555548p-3, 0x1.111111110f7cep-7,
-                                 -0x1.a01a019bfd9c7p-13, 0x1.71de35678a32fp-19,
-                                 -0x1.ae5e5a56fac34p-26, 0x1.5d8fc04f80640p-33};
+constexpr double kRadiusQ[5] = {-4.0 * 0x1.555555561d96ep-2, -4.0 * 0x1.999996ab08450p-3,
+                                -4.0 * 0x1.2494113ae1df3p-3, -4.0 * 0x1.c62b4d76ec470p-4,
+                                -4.0 * 0x1.9112747b926d8p-4};
+constexpr double kAngleSin[5] = {-0x1.5555555552233p-3, 0x1.1111110c86c11p-7,
+                                 -0x1.a019f938cd31dp-13, 0x1.71d76cc38e32bp-19,
+                                 -0x1.a96183450633ap-26};
 constexpr double kAngleCos[6] = {-0x1.fffffffffffa3p-2, 0x1.555555554f948p-5,
                                  -0x1.6c16c16489f8dp-10, 0x1.a019f8838ae45p-16,
                                  -0x1.27df6bccd4555p-22, 0x1.1b95ed604801ep-29};
@@ -170,26 +174,71 @@ inline double signed_word(std::uint32_t word) {
     return static_cast<double>(static_cast<std::int32_t>(word ^ 0x80000000u));
 }
 
-/// random.normal_radius: sqrt(-2 log x), x = 1 - word * 2**-32.
-inline double normal_radius(std::uint32_t word) {
+// random.normal_radius and random.normal_angle, each cut in two stages (see batch_values).
+
+/// random.normal_radius up to the division: x = 1 - word 2**-32 = f 2**e, s = (f-1)/(f+1).
+inline void radius_reduced(std::uint32_t word, double& e, double& s) {
     const double x = 0.5 - signed_word(word) * 0x1p-32;  // exact
     const std::uint64_t bits = bit_cast<std::uint64_t>(x) + (0x3FF0000000000000ull - kSqrtHalfBits);
-    const double e = bit_cast<double>((bits >> 52) | 0x4330000000000000ull) - (0x1p52 + 1023.0);
+    e = bit_cast<double>((bits >> 52) | 0x4330000000000000ull) - (0x1p52 + 1023.0);
     const double f = bit_cast<double>((bits & 0x000FFFFFFFFFFFFFull) + kSqrtHalfBits);
-    const double s = (f - 1.0) / (f + 1.0);
-    const double q = horner_n<double, 6>(s * s, kRadiusQ, -4.0);
-    return std::sqrt(e * kMinusTwoLn2 + s * q);
+    s = (f - 1.0) / (f + 1.0);
 }
 
-/// random.normal_angle: (sin, cos) of 2 pi word 2**-32, reduced in integers.
-inline void normal_angle(std::uint32_t word, double& sin_out, double& cos_out) {
+/// The rest of random.normal_radius but its square root: -2 log x = e (-2 ln 2) + s Q(s**2).
+inline double radius_squared(double e, double s) {
+    const double q = horner_n<double, 5>(s * s, kRadiusQ, -4.0);
+    return e * kMinusTwoLn2 + s * q;
+}
+
+/// random.normal_angle up to its polynomials: x = t pi 2**-31 and the quadrant q.
+inline void angle_reduced(std::uint32_t word, double& x, std::uint64_t& quadrant) {
     const std::uint32_t shifted = word + 0x20000000u;  // wraps as q mod 4 does
     const std::int32_t t = static_cast<std::int32_t>(shifted & 0x3FFFFFFFu) - 0x20000000;
-    const double x = static_cast<double>(t) * kPi2m31;
+    x = static_cast<double>(t) * kPi2m31;
+    quadrant = shifted >> 30;
+}
+
+/// The rest of random.normal_angle: sin and cos of x, then random.quarter_turns, whose
+/// selects of -s and -c are written here as flips of the sign bit (the same bits).
+inline void angle_from_reduced(double x, std::uint64_t q, double& sin_out, double& cos_out) {
     const double z = x * x;
-    const double s = x * horner_n<double, 6>(z, kAngleSin);
+    const double s = x * horner_n<double, 5>(z, kAngleSin);
     const double c = horner_n<double, 6>(z, kAngleCos);
-    quarter_turns(shifted >> 30, s, c, sin_out, cos_out);
+    const bool odd = (q & 1u) != 0;
+    const double a = odd ? c : s;  // sin(x + q pi/2) is +-a, cos(x + q pi/2) +-b
+    const double b = odd ? s : c;
+    sin_out = bit_cast<double>(bit_cast<std::uint64_t>(a) ^ ((q & 2u) << 62));  // q = 2, 3
+    cos_out = bit_cast<double>(bit_cast<std::uint64_t>(b) ^ (((q + 1) & 2u) << 62));  // q = 1, 2
+}
+
+/// out[4i .. 4i + 3] = (a[i], b[i], c[i], d[i]) for i < n: four arrays interleaved.
+template <std::size_t n>
+inline void interleave4(const double* __restrict a, const double* __restrict b,
+                        const double* __restrict c, const double* __restrict d,
+                        double* __restrict out) {
+#if defined(__AVX2__)
+    static_assert(n % 4 == 0, "whole groups of four");
+    for (std::size_t i = 0; i < n; i += 4) {  // 4 x 4 transposes: GCC makes 24 shuffles of 8
+        const __m256d va = _mm256_loadu_pd(a + i), vb = _mm256_loadu_pd(b + i);
+        const __m256d vc = _mm256_loadu_pd(c + i), vd = _mm256_loadu_pd(d + i);
+        const __m256d ab_even = _mm256_unpacklo_pd(va, vb);  // a0 b0 a2 b2
+        const __m256d ab_odd = _mm256_unpackhi_pd(va, vb);   // a1 b1 a3 b3
+        const __m256d cd_even = _mm256_unpacklo_pd(vc, vd);
+        const __m256d cd_odd = _mm256_unpackhi_pd(vc, vd);
+        _mm256_storeu_pd(out + 4 * i, _mm256_permute2f128_pd(ab_even, cd_even, 0x20));
+        _mm256_storeu_pd(out + 4 * i + 4, _mm256_permute2f128_pd(ab_odd, cd_odd, 0x20));
+        _mm256_storeu_pd(out + 4 * i + 8, _mm256_permute2f128_pd(ab_even, cd_even, 0x31));
+        _mm256_storeu_pd(out + 4 * i + 12, _mm256_permute2f128_pd(ab_odd, cd_odd, 0x31));
+    }
+#else
+    for (std::size_t i = 0; i < n; ++i) {
+        out[4 * i] = a[i];
+        out[4 * i + 1] = b[i];
+        out[4 * i + 2] = c[i];
+        out[4 * i + 3] = d[i];
+    }
+#endif
 }
 
 /// Batches of this many Philox blocks are computed at once (structure of arrays).
@@ -211,21 +260,29 @@ inline void batch_values(PhiloxKey key, std::uint32_t stream, std::uint32_t laye
             out[2 * i + 1] = uniform53(w2[i], w3[i]);
         }
     } else {
-        // Words 0 and 2 of each block give radii, words 1 and 3 angles: 2B pairs.
+        // Words 0 and 2 of each block give radii, words 1 and 3 angles: 2B pairs, in stages
+        // that pair the division and the square root, each, with other work that keeps the
+        // CPU's other units busy while its divider works.
         alignas(64) std::uint32_t radius_words[2][B], angle_words[2][B];
         philox_blocks<B>(key, stream, layer, first, radius_words[0], angle_words[0],
                          radius_words[1], angle_words[1]);
-        alignas(64) double r[2 * B], s[2 * B], c[2 * B];
         const std::uint32_t* rw = radius_words[0];
         const std::uint32_t* aw = angle_words[0];
-        for (std::size_t i = 0; i < 2 * B; ++i) r[i] = normal_radius(rw[i]);
-        for (std::size_t i = 0; i < 2 * B; ++i) normal_angle(aw[i], s[i], c[i]);
-        for (std::size_t i = 0; i < B; ++i) {
-            out[4 * i] = r[i] * c[i];
-            out[4 * i + 1] = r[i] * s[i];
-            out[4 * i + 2] = r[B + i] * c[B + i];
-            out[4 * i + 3] = r[B + i] * s[B + i];
+        alignas(64) double e[2 * B], s[2 * B], x[2 * B];
+        alignas(64) std::uint64_t q[2 * B];
+        for (std::size_t i = 0; i < 2 * B; ++i) {
+            radius_reduced(rw[i], e[i], s[i]);
+            angle_reduced(aw[i], x[i], q[i]);
         }
+        for (std::size_t i = 0; i < 2 * B; ++i) e[i] = radius_squared(e[i], s[i]);  // r**2
+        for (std::size_t i = 0; i < 2 * B; ++i) {  // the normals over s and x
+            const double r = std::sqrt(e[i]);
+            double sin, cos;
+            angle_from_reduced(x[i], q[i], sin, cos);
+            s[i] = r * cos;
+            x[i] = r * sin;
+        }
+        interleave4<B>(s, x, s + B, x + B, out);
     }
 }
 
