@@ -157,16 +157,18 @@ def test_float64_normals_are_within_the_bound_of_mpmath():
     rng = np.random.default_rng(20240601)
     radius = EXTREME_WORDS + [int(w) for w in rng.integers(0, 2**32, 1500)]
     angle = EXTREME_WORDS[::-1] + [int(w) for w in rng.integers(0, 2**32, 1500)]
-    pairs = [(a, b) for a in EXTREME_WORDS for b in EXTREME_WORDS] + list(zip(radius, angle))
+    pairs = [(a, b) for a in EXTREME_WORDS for b in EXTREME_WORDS] + list(
+        zip(radius, angle, strict=True)
+    )
     z0, z1 = _normals_of_words([a for a, _ in pairs], [b for _, b in pairs])
-    mpmath.mp.dps = 30
     worst = 0.0
-    for (a, b), c, s in zip(pairs, z0, z1, strict=True):
-        r = mpmath.sqrt(-2 * mpmath.log(1 - mpmath.mpf(a) / 2**32))
-        theta = 2 * mpmath.pi * mpmath.mpf(b) / 2**32
-        scale = max(1, r)
-        worst = max(worst, abs(c - r * mpmath.cos(theta)) / scale)
-        worst = max(worst, abs(s - r * mpmath.sin(theta)) / scale)
+    with mpmath.workdps(30):
+        for (a, b), c, s in zip(pairs, z0, z1, strict=True):
+            r = mpmath.sqrt(-2 * mpmath.log(1 - mpmath.mpf(a) / 2**32))
+            theta = 2 * mpmath.pi * mpmath.mpf(b) / 2**32
+            scale = max(1, r)
+            worst = max(worst, abs(c - r * mpmath.cos(theta)) / scale)
+            worst = max(worst, abs(s - r * mpmath.sin(theta)) / scale)
     assert worst <= ACCURACY
     assert worst > ACCURACY / 100  # the bound is a real one, not loose by orders
 

@@ -71,7 +71,7 @@ import math
 from typing import Final, NamedTuple
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import DTypeLike, NDArray
 
 __all__ = [
     "AUX",
@@ -426,7 +426,7 @@ def block_values32(words, normal):
 # ---- public draws -----------------------------------------------------------------------
 
 
-def values_per_block(dtype: object, normal: bool) -> int:
+def values_per_block(dtype: DTypeLike, normal: bool) -> int:
     """Elements per Philox block: 2 for float64 uniforms (53 bits each), else 4."""
     return 2 if np.dtype(dtype) == np.float64 and not normal else 4
 
