@@ -55,7 +55,7 @@ Normals (Box-Muller)
     tests, in float64.)
 
 Building blocks
-    The functions from :func:`philox4x32` to :func:`block_values32` are the definition
+    The functions from :func:`philox4x32` to :func:`block_normals64` are the definition
     above, and they are written so that they mean the same on NumPy arrays (as
     :func:`normal` and :func:`uniform` call them, a block per element) and on scalars,
     where the Numba backend compiles these very functions into its kernels: typed
@@ -328,6 +328,19 @@ def block_uniforms64(words):
     return uniform53(words[0], words[1]), uniform53(words[2], words[3])
 
 
+def block_values32(words, normal):
+    """float32 elements ``4b .. 4b + 3`` from the words of block ``b``."""
+    u0 = uniform24(words[0])
+    u1 = uniform24(words[1])
+    u2 = uniform24(words[2])
+    u3 = uniform24(words[3])
+    if normal:
+        z0, z1 = box_muller(u0, u1)
+        z2, z3 = box_muller(u2, u3)
+        return z0, z1, z2, z3
+    return u0, u1, u2, u3
+
+
 # ---- float64 normals: four per block, from the 32-bit words ------------------------------
 
 # fmt: off
@@ -408,19 +421,6 @@ def block_normals64(words):
     r1 = normal_radius(words[2])
     s1, c1 = normal_angle(words[3])
     return r0 * c0, r0 * s0, r1 * c1, r1 * s1
-
-
-def block_values32(words, normal):
-    """float32 elements ``4b .. 4b + 3`` from the words of block ``b``."""
-    u0 = uniform24(words[0])
-    u1 = uniform24(words[1])
-    u2 = uniform24(words[2])
-    u3 = uniform24(words[3])
-    if normal:
-        z0, z1 = box_muller(u0, u1)
-        z2, z3 = box_muller(u2, u3)
-        return z0, z1, z2, z3
-    return u0, u1, u2, u3
 
 
 # ---- public draws -----------------------------------------------------------------------

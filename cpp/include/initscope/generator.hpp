@@ -301,21 +301,28 @@ inline void batch_values(PhiloxKey key, std::uint32_t stream, std::uint32_t laye
         }
     } else {
         // Pairs (u0, u1) and (u2, u3) of each block, as one array of 2B pairs.
-        alignas(64) float v[2 * B], u[2 * B], r[2 * B], s[2 * B], c[2 * B];
+        alignas(64) float v[2 * B], u[2 * B], zc[2 * B], zs[2 * B];
         for (std::size_t i = 0; i < B; ++i) {
             v[i] = uniform24(w0[i]);
             u[i] = uniform24(w1[i]);
             v[B + i] = uniform24(w2[i]);
             u[B + i] = uniform24(w3[i]);
         }
-        // random.box_muller, one stage per loop
-        for (std::size_t i = 0; i < 2 * B; ++i) r[i] = std::sqrt(-2.0f * log_unit(1.0f - v[i]));
-        for (std::size_t i = 0; i < 2 * B; ++i) sincos_2pi(u[i], s[i], c[i]);
+        // random.box_muller in two stages: the one with the division, then the square root
+        // with the angle's polynomials (r**2 over v)
+        for (std::size_t i = 0; i < 2 * B; ++i) v[i] = -2.0f * log_unit(1.0f - v[i]);
+        for (std::size_t i = 0; i < 2 * B; ++i) {
+            const float r = std::sqrt(v[i]);
+            float s, c;
+            sincos_2pi(u[i], s, c);
+            zc[i] = r * c;
+            zs[i] = r * s;
+        }
         for (std::size_t i = 0; i < B; ++i) {
-            out[4 * i] = r[i] * c[i];
-            out[4 * i + 1] = r[i] * s[i];
-            out[4 * i + 2] = r[B + i] * c[B + i];
-            out[4 * i + 3] = r[B + i] * s[B + i];
+            out[4 * i] = zc[i];
+            out[4 * i + 1] = zs[i];
+            out[4 * i + 2] = zc[B + i];
+            out[4 * i + 3] = zs[B + i];
         }
     }
 }
