@@ -162,7 +162,7 @@ constexpr double kRadiusQ[5] = {-4.0 * 0x1.555555561d96ep-2, -4.0 * 0x1.999996ab
 constexpr double kAngleSin[5] = {-0x1.5555555552233p-3, 0x1.1111110c86c11p-7,
                                  -0x1.a019f938cd31dp-13, 0x1.71d76cc38e32bp-19,
                                  -0x1.a96183450633ap-26};
-constexpr double kAngleCos[6] = {-0x1.fffffffffffa3p-2, 0x1.555555554f948p-5,
+constexpr double kAngleCos[6] = {-0x1.fffffffffffa3p-2,  0x1.555555554f948p-5,
                                  -0x1.6c16c16489f8dp-10, 0x1.a019f8838ae45p-16,
                                  -0x1.27df6bccd4555p-22, 0x1.1b95ed604801ep-29};
 constexpr double kMinusTwoLn2 = -0x1.62e42fefa39efp+0;
@@ -208,7 +208,7 @@ inline void angle_from_reduced(double x, std::uint64_t q, double& sin_out, doubl
     const bool odd = (q & 1u) != 0;
     const double a = odd ? c : s;  // sin(x + q pi/2) is +-a, cos(x + q pi/2) +-b
     const double b = odd ? s : c;
-    sin_out = bit_cast<double>(bit_cast<std::uint64_t>(a) ^ ((q & 2u) << 62));  // q = 2, 3
+    sin_out = bit_cast<double>(bit_cast<std::uint64_t>(a) ^ ((q & 2u) << 62));        // q = 2, 3
     cos_out = bit_cast<double>(bit_cast<std::uint64_t>(b) ^ (((q + 1) & 2u) << 62));  // q = 1, 2
 }
 
@@ -327,13 +327,10 @@ inline void batch_values(PhiloxKey key, std::uint32_t stream, std::uint32_t laye
     }
 }
 
-}  // namespace detail
-
-namespace detail {
-
+/// generate for one kind of value (elements per block a constant).
 template <class T, Draw D>
-void generate_as(std::uint64_t seed, std::uint32_t stream, std::uint32_t layer,
-                 std::uint64_t start, std::size_t count, T* out, bool affine, T scale, T shift) {
+void generate_as(std::uint64_t seed, std::uint32_t stream, std::uint32_t layer, std::uint64_t start,
+                 std::size_t count, T* out, bool affine, T scale, T shift) {
     constexpr std::uint64_t per_block = kPerBlock<T, D>;
     constexpr std::size_t batch_elems = kBatch * per_block;
     const PhiloxKey key = philox_key(seed);
@@ -375,8 +372,8 @@ void generate(Draw kind, std::uint64_t seed, std::uint32_t stream, std::uint32_t
         detail::generate_as<T, Draw::normal>(seed, stream, layer, start, count, out, affine, scale,
                                              shift);
     else
-        detail::generate_as<T, Draw::uniform>(seed, stream, layer, start, count, out, affine,
-                                              scale, shift);
+        detail::generate_as<T, Draw::uniform>(seed, stream, layer, start, count, out, affine, scale,
+                                              shift);
 }
 
 }  // namespace INITSCOPE_ISA_NAMESPACE
