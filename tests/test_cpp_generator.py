@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
+from scipy import stats
 
 import initscope.random as spec
 from initscope.backends import cpp
@@ -52,6 +56,11 @@ CASES = [
     # block counters crossing 2**32 (the counter's high word)
     (99, spec.WEIGHTS, 4, 4 * 2**32 - 517, 1103),
     (99, spec.WEIGHTS, 4, 2 * 2**32 - 3, 9),
+    # every start and end within a block of four (float64 normals) or two
+    (3, spec.WEIGHTS, 1, 2, 7),
+    (3, spec.WEIGHTS, 1, 6, 4093),
+    (3, spec.WEIGHTS, 1, 1022, 515),
+    (3, spec.WEIGHTS, 1, 511, 1),
     # the last elements of a stream: start + count is 2**64, or beyond (blocks still fit)
     (5, spec.BIASES, 6, 2**64 - 517, 517),
     (5, spec.BIASES, 6, 2**64 - 3, 300),
@@ -113,3 +122,42 @@ def test_streams_layers_and_seeds_differ():
 def test_bad_dtype_is_a_value_error():
     with pytest.raises(ValueError, match="float32 or float64"):
         _core.testing.normal(0, 0, 0, 0, 10, "int32")
+
+
+def test_float64_normals_moments_and_ks():
+    """10**7 float64 normals: mean, variance, skewness and excess kurtosis within five
+    standard errors of N(0, 1)'s, and a Kolmogorov-Smirnov test on 10**6 of them."""
+    n = 10**7
+    z = _core.testing.normal(2024, spec.WEIGHTS, 5, 3, n, "float64")
+    assert abs(z.mean()) < 5 / math.sqrt(n)
+    assert abs(z.var() - 1) < 5 * math.sqrt(2 / n)
+    assert abs(stats.skew(z)) < 5 * math.sqrt(6 / n)
+    assert abs(stats.kurtosis(z)) < 5 * math.sqrt(24 / n)
+    assert stats.kstest(z[:1_000_000], "norm").pvalue > 1e-3
+    assert np.max(np.abs(z)) <= math.sqrt(64 * math.log(2)) * (1 + 2e-14)
+
+
+def _tail_counts(seed: int, start: int, count: int) -> np.ndarray:
+    """#{|z| > k}, k = 1 .. 6, of float64 normals ``start .. start + count - 1``."""
+    tail = np.abs(_core.testing.normal(seed, spec.INPUTS, 1, start, count, "float64"))
+    counts = []
+    for k in range(1, 7):
+        tail = tail[tail > k]
+        counts.append(tail.size)
+    return np.array(counts)
+
+
+@pytest.mark.slow
+def test_float64_normal_tails_up_to_six_sigma():
+    """P(|z| > k), k = 1 .. 6, against erfc(k / sqrt 2) within five standard errors, from
+    2**31 normals drawn in chunks on two threads (the kernel and NumPy release the GIL).
+    About 4 lie beyond 6 sigma: the tails, cut at 6.66 sigma, are there."""
+    chunk, chunks = 1 << 24, 128
+    with ThreadPoolExecutor(2) as pool:
+        parts = pool.map(lambda c: _tail_counts(77, c * chunk, chunk), range(chunks))
+        counts = np.sum(list(parts), axis=0)
+    n = chunk * chunks
+    for k in range(1, 7):
+        expected = n * math.erfc(k / math.sqrt(2))
+        assert abs(counts[k - 1] - expected) < 5 * math.sqrt(expected) + 1, (k, counts, expected)
+    assert counts[5] > 0

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
+import mpmath
 import numpy as np
 import pytest
+from scipy import stats
 
 from initscope import random as R
 
@@ -128,3 +130,99 @@ def test_building_blocks_element_by_element_equal_them_on_arrays(dtype):
     arrays = R.philox4x32(tuple(np.full(3, w, np.uint64) for w in (1, 2, 3, 4)),
                           (np.uint64(5), np.uint64(6)))  # fmt: skip
     assert all(int(w) == int(a[2]) for w, a in zip(words, arrays, strict=True))
+
+
+# ---- float64 normals: four per block from the 32-bit words ------------------------------------
+
+#: |z - z_exact| <= ACCURACY * max(1, r) for every float64 normal (random.py's stated bound)
+ACCURACY = 2e-14
+#: sqrt(-2 log 2**-32): the largest float64 normal
+Z_MAX = math.sqrt(64 * math.log(2))
+#: words at the ends of the ranges: x = 1 (r = 0), x = 2**-32 (r = Z_MAX), quadrant edges
+EXTREME_WORDS = [0, 1, 2, 3, 2**29 - 1, 2**29, 2**30, 2**31 - 1, 2**31, 3 * 2**30 - 1,
+                 2**32 - 2**29 - 1, 2**32 - 2**29, 2**32 - 2, 2**32 - 1]  # fmt: skip
+
+
+def _normals_of_words(radius_words, angle_words) -> tuple[np.ndarray, np.ndarray]:
+    """Elements 4b, 4b + 1 of blocks whose words 0, 1 are the given ones (2, 3 alike)."""
+    w = (np.asarray(radius_words, np.uint64), np.asarray(angle_words, np.uint64))
+    with np.errstate(all="ignore"):
+        z0, z1, z2, z3 = R.block_normals64((w[0], w[1], w[0], w[1]))
+    np.testing.assert_array_equal(z0, z2)  # words 2, 3 are a pair as words 0, 1 are
+    np.testing.assert_array_equal(z1, z3)
+    return z0, z1
+
+
+def test_float64_normals_are_within_the_bound_of_mpmath():
+    rng = np.random.default_rng(20240601)
+    radius = EXTREME_WORDS + [int(w) for w in rng.integers(0, 2**32, 1500)]
+    angle = EXTREME_WORDS[::-1] + [int(w) for w in rng.integers(0, 2**32, 1500)]
+    pairs = [(a, b) for a in EXTREME_WORDS for b in EXTREME_WORDS] + list(
+        zip(radius, angle, strict=True)
+    )
+    z0, z1 = _normals_of_words([a for a, _ in pairs], [b for _, b in pairs])
+    worst = 0.0
+    with mpmath.workdps(30):
+        for (a, b), c, s in zip(pairs, z0, z1, strict=True):
+            r = mpmath.sqrt(-2 * mpmath.log(1 - mpmath.mpf(a) / 2**32))
+            theta = 2 * mpmath.pi * mpmath.mpf(b) / 2**32
+            scale = max(1, r)
+            worst = max(worst, abs(c - r * mpmath.cos(theta)) / scale)
+            worst = max(worst, abs(s - r * mpmath.sin(theta)) / scale)
+    assert worst <= ACCURACY
+    assert worst > ACCURACY / 100  # the bound is a real one, not loose by orders
+
+
+def test_float64_normals_are_within_the_bound_of_numpy():
+    rng = np.random.default_rng(7)
+    a = rng.integers(0, 2**32, 1_000_000, dtype=np.uint64)
+    b = rng.integers(0, 2**32, 1_000_000, dtype=np.uint64)
+    z0, z1 = _normals_of_words(a, b)
+    r = np.sqrt(-2 * np.log(1 - a.astype(np.float64) * 2.0**-32))  # 1 - a 2**-32 is exact
+    theta = 2 * np.pi * (b.astype(np.float64) * 2.0**-32)
+    scale = np.maximum(1, r)
+    assert np.max(np.abs(z0 - r * np.cos(theta)) / scale) <= ACCURACY
+    assert np.max(np.abs(z1 - r * np.sin(theta)) / scale) <= ACCURACY
+
+
+def test_float64_normals_are_bounded_by_the_32_bit_grid():
+    """|z| <= sqrt(64 ln 2) = 6.66, reached at the largest radius word; r = 0 at word 0."""
+    z0, z1 = _normals_of_words([2**32 - 1, 2**32 - 1, 0], [0, 2**30, 12345])
+    assert abs(z0[0] - Z_MAX) <= ACCURACY * Z_MAX and abs(z1[0]) <= ACCURACY * Z_MAX
+    assert abs(z1[1] - Z_MAX) <= ACCURACY * Z_MAX  # a quarter turn: sin = 1
+    assert z0[2] == 0 and z1[2] == 0
+    z = R.normal(99, R.INPUTS, 0, 0, 400_000)
+    assert np.max(np.abs(z)) <= Z_MAX * (1 + ACCURACY)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_elements_follow_the_block_rule(dtype):
+    """Element ``per_block * b + j`` of a stream is value j of block b: 4 per block for
+    normals of both dtypes and float32 uniforms, 2 for float64 uniforms (53 bits each)."""
+    key = R._key(2**33 + 5)
+    for normal, per_block in [(True, 4), (False, 4 if dtype == np.float32 else 2)]:
+        assert R.values_per_block(dtype, normal) == per_block
+        for b in (0, 1, 77, 2**32 + 1):
+            words = R.block_words(np.array([b], np.uint64), np.uint64(1), np.uint64(3), key)
+            if dtype == np.float32:
+                want = R.block_values32(words, normal)
+            else:
+                want = R.block_normals64(words) if normal else R.block_uniforms64(words)
+            draw = R.normal if normal else R.uniform
+            got = draw(2**33 + 5, 1, 3, per_block * b, per_block, dtype)
+            np.testing.assert_array_equal(got, np.concatenate(want))
+
+
+def test_float64_normal_moments_ks_and_tails():
+    """The specification's own float64 normals (10**6) against N(0, 1)."""
+    n = 1_000_000
+    z = R.normal(31337, R.WEIGHTS, 2, 5, n)
+    assert abs(z.mean()) < 5 / math.sqrt(n)
+    assert abs(z.var() - 1) < 5 * math.sqrt(2 / n)
+    assert abs(stats.skew(z)) < 5 * math.sqrt(6 / n)
+    assert abs(stats.kurtosis(z)) < 5 * math.sqrt(24 / n)  # excess kurtosis
+    assert stats.kstest(z, "norm").pvalue > 1e-3
+    for k in (1, 2, 3, 4):
+        p = math.erfc(k / math.sqrt(2))
+        count = np.count_nonzero(np.abs(z) > k)
+        assert abs(count - n * p) < 5 * math.sqrt(n * p * (1 - p)) + 1, k

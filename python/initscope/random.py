@@ -23,21 +23,39 @@ Uniforms
     float32: four per block, ``u = (w >> 8) * 2**-24``, in ``[0, 1)``.
 
 Normals (Box-Muller)
-    From one pair of uniforms ``(v, u)``: ``r = sqrt(-2 log(1 - v))`` (``1 - v`` lies in
-    ``(0, 1]``, computed exactly), ``z0 = r cos(2 pi u)``, ``z1 = r sin(2 pi u)``.
-    float64: the block's two uniforms give elements ``2b`` and ``2b + 1``; float32: the
-    block's uniforms (0, 1) and (2, 3) give elements ``4b .. 4b + 3``.
-    ``log`` and ``sincos`` are the polynomials below, written with + - * / and sqrt
-    only, each rounded once in the array's dtype (no fused multiply-add), so that C++,
-    Numba and NumPy produce the same bits.
+    Four per block in both dtypes: the block's words (0, 1) give elements ``4b``, ``4b + 1``
+    and words (2, 3) give ``4b + 2``, ``4b + 3``, each pair ``(r cos theta, r sin theta)``,
+    the first word giving the radius ``r = sqrt(-2 log x)`` and the second the angle.
+    ``log``, ``sin`` and ``cos`` are the polynomials below, written with + - * / and sqrt
+    only, each operation rounded once in the array's dtype (no fused multiply-add), so that
+    C++, Numba and NumPy produce the same bits.
 
-    log: ``u = f * 2**e`` with ``f`` in ``[sqrt(1/2), sqrt(2))``;
+    float64 (:func:`block_normals64`): ``x = 1 - w * 2**-32`` and ``theta = 2 pi w' 2**-32``,
+    both exact functions of the 32-bit words (``x`` lies in ``[2**-32, 1]``).  So
+    ``|z| <= sqrt(-2 log 2**-32) = sqrt(64 ln 2) = 6.66``: the tails are cut beyond 6.66
+    sigma, where a normal lies with probability ``2.7e-11``, as PyTorch's float32 Box-Muller
+    bounds its tails.  Each normal is within ``2e-14 * max(1, r)`` of ``r cos theta`` (or
+    ``r sin theta``) computed exactly from the same words (tests/test_random.py checks it
+    against mpmath and NumPy), far below the spacing of neighbouring values on the grid of
+    the 32-bit words (about ``1.5e-9 r``).
+    ``log x = e ln 2 + log f`` with ``x = f * 2**e``, ``f`` in ``[sqrt(1/2), sqrt(2))``,
+    ``log f = 2 atanh(s)``, ``s = (f - 1) / (f + 1)``, a near-minimax polynomial in ``s**2``
+    (5 terms); the angle is reduced in integers, ``w' + 2**29 = q 2**30 + t + 2**29`` with
+    ``|t| <= 2**29``, to ``x = t * pi 2**-31`` (``|x| <= pi/4``), near-minimax polynomials
+    of sin and cos in ``x**2`` (5 and 6 terms), then the quadrant ``q mod 4``.
+
+    float32 (:func:`block_values32`): ``(v, u)`` the float32 uniforms of the two words,
+    ``r = sqrt(-2 log(1 - v))`` (``1 - v`` lies in ``(0, 1]``, computed exactly),
+    ``z0 = r cos(2 pi u)``, ``z1 = r sin(2 pi u)`` (:func:`box_muller`).
+    log (:func:`log_unit`): ``u = f * 2**e`` with ``f`` in ``[sqrt(1/2), sqrt(2))``;
     ``log f = 2 atanh(s)``, ``s = (f - 1) / (f + 1)``, the series in ``s**2`` to 1 ulp.
-    sincos(2 pi u): ``k = rint(4u)``, ``t = (4u - k) * pi/2`` (exact reduction, ``|t| <= pi/4``),
-    Taylor series of sin and cos in ``t``, then the quadrant ``k mod 4``.
+    sincos(2 pi u) (:func:`sincos_2pi`): ``k = rint(4u)``, ``t = (4u - k) * pi/2`` (exact
+    reduction, ``|t| <= pi/4``), Taylor series of sin and cos in ``t``, then the quadrant
+    ``k mod 4``.  (:func:`log_unit` is also the log of the float64 uniforms' rejection
+    tests, in float64.)
 
 Building blocks
-    The functions from :func:`philox4x32` to :func:`block_values32` are the definition
+    The functions from :func:`philox4x32` to :func:`block_normals64` are the definition
     above, and they are written so that they mean the same on NumPy arrays (as
     :func:`normal` and :func:`uniform` call them, a block per element) and on scalars,
     where the Numba backend compiles these very functions into its kernels: typed
@@ -53,7 +71,7 @@ import math
 from typing import Final, NamedTuple
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import DTypeLike, NDArray
 
 __all__ = [
     "AUX",
@@ -285,11 +303,16 @@ def sincos_2pi(u):
     s = x * horner(z, c.sin_c, c.one)
     co = horner(z, c.cos_c, c.one)
     quadrant = np.uint64(as_bits(shifted)) & _THREE  # k mod 4: the low bits of the mantissa
+    return quarter_turns(quadrant, s, co)
+
+
+def quarter_turns(quadrant, sin, cos):
+    """``(sin(t + q pi/2), cos(t + q pi/2))`` from ``sin t`` and ``cos t``, ``q`` in 0..3."""
     odd = (quadrant & _ONE) != _ZERO
     negate = (quadrant & _TWO) != _ZERO
-    sin = select(odd, co, s)  # sin(t + q pi/2): s, c, -s, -c
-    cos = select(odd, -s, co)  # cos(t + q pi/2): c, -s, -c, s
-    return select(negate, -sin, sin), select(negate, -cos, cos)
+    a = select(odd, cos, sin)  # sin(t + q pi/2): s, c, -s, -c
+    b = select(odd, -sin, cos)  # cos(t + q pi/2): c, -s, -c, s
+    return select(negate, -a, a), select(negate, -b, b)
 
 
 def box_muller(v, u):
@@ -300,13 +323,9 @@ def box_muller(v, u):
     return r * cos, r * sin
 
 
-def block_values64(words, normal):
-    """float64 elements ``2b, 2b + 1`` from the words of block ``b``: normals or uniforms."""
-    v = uniform53(words[0], words[1])
-    u = uniform53(words[2], words[3])
-    if normal:
-        return box_muller(v, u)
-    return v, u
+def block_uniforms64(words):
+    """float64 uniforms ``2b, 2b + 1`` from the words of block ``b``."""
+    return uniform53(words[0], words[1]), uniform53(words[2], words[3])
 
 
 def block_values32(words, normal):
@@ -322,7 +341,94 @@ def block_values32(words, normal):
     return u0, u1, u2, u3
 
 
+# ---- float64 normals: four per block, from the 32-bit words ------------------------------
+
+# fmt: off
+# -4 times the polynomial of atanh(s) / s in z = s**2, |s| <= (sqrt 2 - 1)/(sqrt 2 + 1); then
+# those of (sin(x) / x - 1) / z and (cos(x) - 1) / z, z = x**2, |x| <= pi/4: near-minimax
+# (Lawson's algorithm at 50 digits), before rounding within 3e-14 (relative), 5e-15 (relative)
+# and 5e-17 (absolute).  Fewer terms than full precision needs: the words have 32 bits.
+_RADIUS_Q = tuple(-4.0 * float.fromhex(h) for h in (
+    "0x1.555555561d96ep-2", "0x1.999996ab08450p-3", "0x1.2494113ae1df3p-3",
+    "0x1.c62b4d76ec470p-4", "0x1.9112747b926d8p-4",
+))
+_ANGLE_SIN = tuple(float.fromhex(h) for h in (
+    "-0x1.5555555552233p-3", "0x1.1111110c86c11p-7", "-0x1.a019f938cd31dp-13",
+    "0x1.71d76cc38e32bp-19", "-0x1.a96183450633ap-26",
+))
+_ANGLE_COS = tuple(float.fromhex(h) for h in (
+    "-0x1.fffffffffffa3p-2", "0x1.555555554f948p-5", "-0x1.6c16c16489f8dp-10",
+    "0x1.a019f8838ae45p-16", "-0x1.27df6bccd4555p-22", "0x1.1b95ed604801ep-29",
+))
+# fmt: on
+_MINUS_TWO_LN2 = float.fromhex("-0x1.62e42fefa39efp+0")  # -2 ln 2: e * it is within 2e-15
+_PI_2M31 = float.fromhex("0x1.921fb54442d18p-30")  # pi * 2**-31: an angle's unit of t
+_SQRT_HALF_BITS = np.uint64(0x3FE6A09E667F3BCD)  # float64(sqrt(1/2))
+_TO_SQRT_HALF = np.uint64(0x3FF0000000000000 - 0x3FE6A09E667F3BCD)
+_EXP_SHIFT = np.uint64(52)
+_MANTISSA64 = np.uint64(0x000FFFFFFFFFFFFF)
+_TWO52_BITS = np.uint64(0x4330000000000000)  # float64(2**52): 2**52 + n has n in its mantissa
+_TWO52_PLUS_BIAS = float(2**52 + 1023)
+_TWO31 = np.int64(2**31)
+_TWO29 = np.int64(2**29)
+_TWO29_U = np.uint64(2**29)
+_LOW30 = np.uint64(2**30 - 1)
+_SH30 = np.uint64(30)
+
+
+def signed_word(word):
+    """``word - 2**31`` (a 32-bit word) in float64, through int32 (one vector instruction)."""
+    return np.float64(np.int32(np.int64(word) - _TWO31))
+
+
+def normal_radius(word):
+    """``sqrt(-2 log x)``, ``x = 1 - word * 2**-32`` in ``[2**-32, 1]``, in float64.
+
+    ``x = f * 2**e`` with ``f`` in ``[sqrt(1/2), sqrt(2))`` by moving ``x``'s bits by those of
+    ``sqrt(1/2)`` (so the exponent field is ``e``); ``e`` in float64 as ``(2**52 + e + 1023) -
+    (2**52 + 1023)``, with no int64 conversion (AVX2 has none).  Then
+    ``-2 log x = e * (-2 ln 2) + s * Q(s**2)``, ``s = (f - 1) / (f + 1)``.
+    """
+    x = 0.5 - signed_word(word) * 2.0**-32  # exact
+    bits = as_bits(x) + _TO_SQRT_HALF
+    e = from_bits((bits >> _EXP_SHIFT) | _TWO52_BITS, x) - _TWO52_PLUS_BIAS
+    f = from_bits((bits & _MANTISSA64) + _SQRT_HALF_BITS, x)
+    s = (f - 1.0) / (f + 1.0)
+    q = horner(s * s, _RADIUS_Q, -4.0)
+    return np.sqrt(e * _MINUS_TWO_LN2 + s * q)
+
+
+def normal_angle(word):
+    """``(sin theta, cos theta)``, ``theta = 2 pi word 2**-32``, in float64.
+
+    ``word + 2**29 = q 2**30 + (t + 2**29)`` with ``t`` in ``[-2**29, 2**29)``: ``theta``
+    is ``q`` quarter turns plus ``x = t * pi 2**-31``, ``|x| <= pi/4``.
+    """
+    shifted = word + _TWO29_U
+    t = np.float64(np.int32(np.int64(shifted & _LOW30) - _TWO29))
+    x = t * _PI_2M31
+    z = x * x
+    s = x * horner(z, _ANGLE_SIN, 1.0)
+    c = horner(z, _ANGLE_COS, 1.0)
+    return quarter_turns((shifted >> _SH30) & _THREE, s, c)
+
+
+def block_normals64(words):
+    """float64 normals ``4b .. 4b + 3`` from the words of block ``b``: words (0, 1) and (2, 3)
+    each give a radius and an angle."""
+    r0 = normal_radius(words[0])
+    s0, c0 = normal_angle(words[1])
+    r1 = normal_radius(words[2])
+    s1, c1 = normal_angle(words[3])
+    return r0 * c0, r0 * s0, r1 * c1, r1 * s1
+
+
 # ---- public draws -----------------------------------------------------------------------
+
+
+def values_per_block(dtype: DTypeLike, normal: bool) -> int:
+    """Elements per Philox block: 2 for float64 uniforms (53 bits each), else 4."""
+    return 2 if np.dtype(dtype) == np.float64 and not normal else 4
 
 
 def _draw(normal: bool, seed: int, stream: int, layer: int, start: int, count: int, dtype):
@@ -331,12 +437,15 @@ def _draw(normal: bool, seed: int, stream: int, layer: int, start: int, count: i
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
     if count == 0:
         return np.empty(0, dtype=dtype)
-    per_block = 2 if dtype == np.float64 else 4
+    per_block = values_per_block(dtype, normal)
     first = start // per_block
     last = (start + count - 1) // per_block
     block = np.arange(first, last + 1, dtype=np.uint64)
     words = block_words(block, np.uint64(stream), np.uint64(layer), _key(seed))
-    values = (block_values64 if dtype == np.float64 else block_values32)(words, normal)
+    if dtype == np.float32:
+        values = block_values32(words, normal)
+    else:
+        values = block_normals64(words) if normal else block_uniforms64(words)
     out = np.stack(values, axis=1).reshape(-1)  # element per_block*b + j
     offset = start - first * per_block
     return out[offset : offset + count]

@@ -150,12 +150,29 @@ def _jit_building_blocks(*names: str) -> SimpleNamespace:
 
 
 blocks = _jit_building_blocks(
-    "philox4x32", "block_words", "uniform53", "uniform24", "horner", "log_unit", "sincos_2pi",
-    "box_muller", "block_values64", "block_values32",
+    "philox4x32", "block_words", "uniform53", "uniform24", "horner", "log_unit", "quarter_turns",
+    "sincos_2pi", "box_muller", "block_uniforms64", "signed_word", "normal_radius",
+    "normal_angle", "block_normals64", "block_values32",
 )  # fmt: skip
 block_words = blocks.block_words
-block_values64 = blocks.block_values64
+block_uniforms64 = blocks.block_uniforms64
+block_normals64 = blocks.block_normals64
 block_values32 = blocks.block_values32
+
+
+def _four_values(words, normal, like):
+    """The four values of a block (float64 normals, float32 normals or uniforms), in the
+    dtype of ``like``."""
+    raise NotImplementedError("_four_values is called from jitted code only")
+
+
+@overload(_four_values, inline="always")
+def _four_values_impl(words, normal, like):
+    if like == types.float64:
+        return lambda words, normal, like: block_normals64(words)
+    if like == types.float32:
+        return lambda words, normal, like: block_values32(words, normal)
+    return None
 
 
 @intrinsic
@@ -211,13 +228,14 @@ _THREE_U64 = np.uint64(3)
 
 
 @njit(error_model="numpy")
-def _head_tail64(out, b, lo, hi, normal, k0, k1, stream, layer, start, scale, shift):
-    """The values of block ``b`` that lie in ``[lo, hi)`` (a block cut by a segment's ends).
+def _head_tail2(out, b, lo, hi, normal, k0, k1, stream, layer, start, scale, shift):
+    """The values of block ``b`` that lie in ``[lo, hi)`` (a block cut by a segment's ends),
+    two per block (float64 uniforms).
 
     Not inlined: a few values per segment, so compiled once rather than vectorised twice.
     """
     words = block_words(np.uint64(b), stream, layer, (k0, k1))
-    z0, z1 = block_values64(words, normal)
+    z0, z1 = block_uniforms64(words)
     if lo <= 2 * b < hi:
         out[2 * b - start] = z0 * scale + shift
     if lo <= 2 * b + 1 < hi:
@@ -225,9 +243,10 @@ def _head_tail64(out, b, lo, hi, normal, k0, k1, stream, layer, start, scale, sh
 
 
 @njit(error_model="numpy")
-def _head_tail32(out, b, lo, hi, normal, k0, k1, stream, layer, start, scale, shift):
+def _head_tail4(out, b, lo, hi, normal, k0, k1, stream, layer, start, scale, shift):
+    """As :func:`_head_tail2`, four values per block (float64 normals, float32)."""
     words = block_words(np.uint64(b), stream, layer, (k0, k1))
-    values = block_values32(words, normal)
+    values = _four_values(words, normal, scale)
     for j in range(4):
         e = 4 * b + j
         if lo <= e < hi:
@@ -235,43 +254,43 @@ def _head_tail32(out, b, lo, hi, normal, k0, k1, stream, layer, start, scale, sh
 
 
 @njit(inline="always")
-def _segment64(out, job, normal, k0, k1, stream, layer, start, scale, shift):
-    """Elements ``[lo, hi)`` of job ``job``: ``value * scale + shift`` in float64."""
+def _segment2(out, job, normal, k0, k1, stream, layer, start, scale, shift):
+    """Elements ``[lo, hi)`` of job ``job``: ``value * scale + shift``, two per block."""
     lo = start + job * SEGMENT
     hi = min(start + out.size, lo + SEGMENT)
     first = (lo + 1) // 2  # blocks [first, last) lie inside [lo, hi)
     last = hi // 2
     if lo % 2:
-        _head_tail64(out, lo // 2, lo, hi, normal, k0, k1, stream, layer, start, scale, shift)
+        _head_tail2(out, lo // 2, lo, hi, normal, k0, k1, stream, layer, start, scale, shift)
     for b in range(first, last):
         words = block_words(np.uint64(b), stream, layer, (k0, k1))
-        z0, z1 = block_values64(words, normal)
+        z0, z1 = block_uniforms64(words)
         i = np.uint64(2 * b - start)  # unsigned: no negative-index wraparound, which
         out[i] = z0 * scale + shift  # would keep LLVM from vectorizing the loop
         out[i + _ONE_U64] = z1 * scale + shift
     if hi % 2 and hi // 2 >= first:  # (a block cut at both ends was done above)
-        _head_tail64(out, hi // 2, lo, hi, normal, k0, k1, stream, layer, start, scale, shift)
+        _head_tail2(out, hi // 2, lo, hi, normal, k0, k1, stream, layer, start, scale, shift)
 
 
 @njit(inline="always")
-def _segment32(out, job, normal, k0, k1, stream, layer, start, scale, shift):
-    """As :func:`_segment64`, four values per block, in float32."""
+def _segment4(out, job, normal, k0, k1, stream, layer, start, scale, shift):
+    """As :func:`_segment2`, four values per block."""
     lo = start + job * SEGMENT
     hi = min(start + out.size, lo + SEGMENT)
     first = (lo + 3) // 4  # blocks [first, last) lie inside [lo, hi)
     last = hi // 4
     if lo % 4:
-        _head_tail32(out, lo // 4, lo, hi, normal, k0, k1, stream, layer, start, scale, shift)
+        _head_tail4(out, lo // 4, lo, hi, normal, k0, k1, stream, layer, start, scale, shift)
     for b in range(first, last):
         words = block_words(np.uint64(b), stream, layer, (k0, k1))
-        a0, a1, a2, a3 = block_values32(words, normal)
+        a0, a1, a2, a3 = _four_values(words, normal, scale)
         i = np.uint64(4 * b - start)
         out[i] = a0 * scale + shift
         out[i + _ONE_U64] = a1 * scale + shift
         out[i + _TWO_U64] = a2 * scale + shift
         out[i + _THREE_U64] = a3 * scale + shift
     if hi % 4 and hi // 4 >= first:
-        _head_tail32(out, hi // 4, lo, hi, normal, k0, k1, stream, layer, start, scale, shift)
+        _head_tail4(out, hi // 4, lo, hi, normal, k0, k1, stream, layer, start, scale, shift)
 
 
 # One job function per (dtype, kind), so that LLVM sees a constant kind and vectorises the
@@ -280,22 +299,22 @@ def _segment32(out, job, normal, k0, k1, stream, layer, start, scale, shift):
 
 @njit(error_model="numpy")
 def _normal64_job(out, job, k0, k1, stream, layer, start, scale, shift):
-    _segment64(out, job, True, k0, k1, stream, layer, start, scale, shift)
+    _segment4(out, job, True, k0, k1, stream, layer, start, scale, shift)
 
 
 @njit(error_model="numpy")
 def _uniform64_job(out, job, k0, k1, stream, layer, start, scale, shift):
-    _segment64(out, job, False, k0, k1, stream, layer, start, scale, shift)
+    _segment2(out, job, False, k0, k1, stream, layer, start, scale, shift)
 
 
 @njit(error_model="numpy")
 def _normal32_job(out, job, k0, k1, stream, layer, start, scale, shift):
-    _segment32(out, job, True, k0, k1, stream, layer, start, scale, shift)
+    _segment4(out, job, True, k0, k1, stream, layer, start, scale, shift)
 
 
 @njit(error_model="numpy")
 def _uniform32_job(out, job, k0, k1, stream, layer, start, scale, shift):
-    _segment32(out, job, False, k0, k1, stream, layer, start, scale, shift)
+    _segment4(out, job, False, k0, k1, stream, layer, start, scale, shift)
 
 
 def draw_segment(out, job, normal, k0, k1, stream, layer, start, scale, shift):
