@@ -218,6 +218,20 @@ def test_bad_arguments(tmp_path):
             initscope.sweep(ok, fixed={"depth": 2}, out=locked / "out")
 
 
+def test_memory_error_shows_sizes_in_a_readable_unit():
+    with pytest.raises(
+        ValueError,
+        match=r"1 configuration\(s\) need more than max_memory = 1000 bytes even when run "
+        r"alone:\n  width=8, depth=2: about \d+\.\d KiB\n",
+    ):
+        initscope.sweep({"width": [8]}, fixed={"depth": 2}, max_memory=1000)
+    sizes = [0, 1023, 1024, 1536, 2**20 - 1, 3 * 2**20 + 2**19, 10 * 2**20, 2**30]
+    assert [runner._size(n) for n in sizes] == [
+        "0 bytes", "1023 bytes", "1.0 KiB", "1.5 KiB", "1.0 MiB", "3.5 MiB", "10 MiB",
+        "1,024 MiB",
+    ]  # fmt: skip
+
+
 def test_memory_budget_counts_configurations_in_flight(monkeypatch):
     active, peak = [0], [0]
     lock = threading.Lock()

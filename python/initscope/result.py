@@ -134,7 +134,9 @@ def _weight_var(plan: Plan) -> NDArray[np.float64]:
     for i, layer in enumerate(plan.layers):
         dist = layer.distribution
         if layer.weights is None and dist is not None:
-            var = dist.b**2 if dist.kind == "normal" else (dist.b - dist.a) ** 2 / 12.0
+            # products, not powers: a huge std gives inf, where ** raises OverflowError
+            spread = dist.b if dist.kind == "normal" else dist.b - dist.a
+            var = spread * spread if dist.kind == "normal" else spread * spread / 12.0
             out[i] = layer.fan_in * var
         elif layer.weights is not None:
             out[i] = layer.fan_in * float(np.var(np.asarray(layer.weights, dtype=np.float64)))
@@ -297,7 +299,8 @@ def finish_runs(plans: Sequence[Plan], raws: Sequence[RawStats], backend: str) -
     measured = [r for r, raw in enumerate(raws) if raw.deriv_sq_sum is not None]
     if measured:
         deriv = _stacked([raws[r].deriv_sq_sum for r in measured], np.float64)
-        chi1[measured] = weight_var[measured] * deriv / entries[measured]
+        with np.errstate(over="ignore", invalid="ignore"):  # inf * 0: NaN, undefined
+            chi1[measured] = weight_var[measured] * deriv / entries[measured]
     return {
         "mean": post[:, :, 0],
         "std": post[:, :, 1],

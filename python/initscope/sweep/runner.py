@@ -108,9 +108,9 @@ def _size(size: int) -> str:
     """Bytes in the unit that shows them best: ``512 bytes``, ``3.5 KiB``, ``1,024 MiB``."""
     if size < 2**10:
         return f"{size} bytes"
-    if size < 2**20:
+    if round(size / 2**10, 1) < 2**10:
         return f"{size / 2**10:.1f} KiB"
-    if size < 10 * 2**20:
+    if round(size / 2**20, 1) < 10:
         return f"{size / 2**20:.1f} MiB"
     return f"{size / 2**20:,.0f} MiB"
 
