@@ -128,6 +128,22 @@ def layer_moments(
     return out
 
 
+def _run_moments(
+    plans: Sequence[Plan],
+    accumulators: Sequence[tuple[Sequence[NDArray[np.float64]], Sequence[NDArray[np.float64]]]],
+    nonfinite: NDArray[np.int64],
+) -> NDArray[np.float64]:
+    """:func:`layer_moments` of every layer of every run, ``(runs, layers, 4)``, from each
+    run's per-layer ``(unit_mean, unit_m2)`` and its ``(runs, layers)`` non-finite counts."""
+    runs, depth = nonfinite.shape
+    return layer_moments(
+        [u for means, _ in accumulators for u in means],
+        [u for _, m2s in accumulators for u in m2s],
+        np.repeat(np.array([p.n_samples for p in plans], dtype=np.int64), depth),
+        nonfinite.reshape(-1) == 0,
+    ).reshape(runs, depth, 4)
+
+
 def _weight_var(plan: Plan) -> NDArray[np.float64]:
     """σ_w² = fan_in · Var(W) per layer: the drawn distribution's, else the matrix's."""
     out = np.full(len(plan.layers), np.nan)
@@ -206,12 +222,7 @@ def _finish_gradients(
     runs, depth = widths.shape
     done = cast("list[GradRaw]", grads)
     nonfinite = _stacked([g.nonfinite for g in done], np.int64)
-    moments = layer_moments(
-        [u for g in done for u in g.unit_mean],
-        [u for g in done for u in g.unit_m2],
-        np.repeat(np.array([p.n_samples for p in plans], dtype=np.int64), depth),
-        nonfinite.reshape(-1) == 0,
-    ).reshape(runs, depth, 4)
+    moments = _run_moments(plans, [(g.unit_mean, g.unit_m2) for g in done], nonfinite)
     mean, std = moments[:, :, 0], moments[:, :, 1]
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         sq_mean = std * std + mean * mean
@@ -280,19 +291,8 @@ def finish_runs(plans: Sequence[Plan], raws: Sequence[RawStats], backend: str) -
 
     nonfinite = _stacked([raw.nonfinite for raw in raws], np.int64)
     pre_nonfinite = _stacked([raw.pre_nonfinite for raw in raws], np.int64)
-    counts = np.repeat(np.array([p.n_samples for p in plans], dtype=np.int64), depth)
-    post = layer_moments(
-        [u for raw in raws for u in raw.unit_mean],
-        [u for raw in raws for u in raw.unit_m2],
-        counts,
-        nonfinite.reshape(-1) == 0,
-    ).reshape(runs, depth, 4)
-    pre = layer_moments(
-        [u for raw in raws for u in raw.pre_unit_mean],
-        [u for raw in raws for u in raw.pre_unit_m2],
-        counts,
-        pre_nonfinite.reshape(-1) == 0,
-    ).reshape(runs, depth, 4)
+    post = _run_moments(plans, [(r.unit_mean, r.unit_m2) for r in raws], nonfinite)
+    pre = _run_moments(plans, [(r.pre_unit_mean, r.pre_unit_m2) for r in raws], pre_nonfinite)
     entries = per_run("entries")
     weight_var = per_run("weight_var")
     chi1 = np.full((runs, depth), np.nan)
