@@ -521,3 +521,103 @@ def test_cli_plot_bad_input(tmp_path, capsys, sweep_frame):
     assert "RESULTS" in capsys.readouterr().err
     assert main(["plot", str(csv), "--x", "sigma_w", "--y", "sigma_b", "--out", "x.bad"]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+def _saved(monkeypatch):
+    """The figures the CLI saves, kept open for the test to read."""
+    cli = sys.modules["initscope.cli"]
+    figures = []
+    real = cli._save
+    monkeypatch.setattr(cli, "_save", lambda figure, target: figures.append(figure))
+    return figures, real
+
+
+@pytest.mark.parametrize(
+    ("inits", "flag", "scale"),
+    [
+        ("xavier", None, "linear"),
+        ("xavier", "--log-std", "log"),
+        ("xavier", "--linear-std", "linear"),
+        ("small,xavier", None, "log"),
+        ("small,xavier", "--log-std", "log"),
+        ("small,xavier", "--linear-std", "linear"),
+    ],
+)
+def test_cli_run_std_axis_follows_the_flag(tmp_path, monkeypatch, inits, flag, scale):
+    figures, _ = _saved(monkeypatch)
+    args = [*RUN, "--init", inits, "--plot", str(tmp_path / "std.png")]
+    assert main(args + ([flag] if flag else [])) == 0
+    (figure,) = figures
+    # one init: the std panel is the second of mean, std, histograms; several: one panel
+    ax = figure.axes[1] if "," not in inits else figure.axes[0]
+    assert ax.get_yscale() == scale
+
+
+def test_cli_run_log_and_linear_std_exclude_each_other(capsys):
+    with pytest.raises(SystemExit):
+        main([*RUN, "--log-std", "--linear-std"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def written_sweep(tmp_path_factory):
+    """A sweep written to disk whose (sigma_w, sigma_b) cells hold two activations."""
+    if not hasattr(initscope, "sweep"):
+        pytest.skip("no initscope.sweep here")
+    pytest.importorskip("pyarrow")
+    out = tmp_path_factory.mktemp("where") / "sweep"
+    grid = {"sigma_w": [0.5, 1.5], "sigma_b": [0.0, 0.3], "activation": ["tanh", "relu"]}
+    initscope.sweep(grid, fixed={"width": 16, "depth": 3, "n_samples": 40}, out=out)
+    return out
+
+
+def test_cli_plot_where_selects_rows_before_plotting(monkeypatch, capsys, written_sweep):
+    frame = initscope.load_sweep(written_sweep)
+    axes = ["--x", "sigma_w", "--y", "sigma_b", "--value", "channel_var", "--linear"]
+    out = ["--out", str(written_sweep.parent / "where.png")]
+    # both activations in each cell: refused, until --where keeps one of them
+    assert main(["plot", str(written_sweep), *axes, *out]) == 2
+    assert "several configurations per (sigma_w, sigma_b) cell" in capsys.readouterr().err
+    figures, _ = _saved(monkeypatch)
+    assert main(["plot", str(written_sweep), *axes, "--where", "activation=relu", *out]) == 0
+    relu = frame[(frame["activation"] == "relu") & (frame["layer"] == 3)]
+    expected = relu.pivot_table(index="sigma_b", columns="sigma_w", values="channel_var")
+    assert expected.shape == (2, 2)
+    np.testing.assert_array_equal(np.asarray(_mesh(figures[0]).get_array()), expected.to_numpy())
+    # numbers as numbers, repeatable: every condition holds
+    where = ["--where", "activation=tanh", "--where", "sigma_b=0.3"]
+    assert main(["plot", str(written_sweep), *axes, *where, *out]) == 0
+    rows = frame[(frame["activation"] == "tanh") & (frame["sigma_b"] == 0.3)]
+    rows = rows[rows["layer"] == 3].sort_values("sigma_w")
+    np.testing.assert_array_equal(
+        np.asarray(_mesh(figures[1]).get_array()).reshape(-1), rows["channel_var"].to_numpy()
+    )
+
+
+@pytest.mark.parametrize(
+    ("where", "match"),
+    [
+        ("activation", "--where: write KEY=VALUE"),
+        ("=relu", "--where: write KEY=VALUE"),
+        ("nope=1", "--where: the table has no column 'nope'; it has sigma_w"),
+        ("sigma_b=abc", "--where: sigma_b holds numbers, got 'abc'"),
+        ("activation=selu", "no row of the table matches"),
+    ],
+)
+def test_cli_plot_where_bad_input(capsys, written_sweep, where, match):
+    args = ["--x", "sigma_w", "--y", "sigma_b", "--where", where]
+    out = str(written_sweep.parent / "bad.png")
+    assert main(["plot", str(written_sweep), *args, "--out", out]) == 2
+    assert match in capsys.readouterr().err
+    assert not os.path.exists(out)
+
+
+def test_where_reads_booleans_and_text():
+    cli = sys.modules["initscope.cli"]
+    frame = pd.DataFrame(
+        {"gradients": [True, False, True], "init": ["xavier", "he_normal", "he_normal"]}
+    )
+    assert list(cli._where(frame, ["gradients=true"]).index) == [0, 2]
+    assert list(cli._where(frame, ["gradients=0", "init=he_normal"]).index) == [1]
+    with pytest.raises(ValueError, match="gradients is true or false, got 'maybe'"):
+        cli._where(frame, ["gradients=maybe"])

@@ -166,7 +166,7 @@ def test_one_and_two_workers_give_identical_tables():
 )
 def test_bad_grids_raise_before_any_run(monkeypatch, grid, fixed, error, match):
     calls = []
-    monkeypatch.setattr(work, "run_config", lambda *a: calls.append(a))
+    monkeypatch.setattr(work, "run_seeds", lambda *a: calls.append(a))
     if error is None:
         monkeypatch.setattr(runner, "run_local", lambda *a: calls.append(a))
         initscope.sweep(grid, fixed=fixed)
@@ -218,10 +218,24 @@ def test_bad_arguments(tmp_path):
             initscope.sweep(ok, fixed={"depth": 2}, out=locked / "out")
 
 
+def test_memory_error_shows_sizes_in_a_readable_unit():
+    with pytest.raises(
+        ValueError,
+        match=r"1 configuration\(s\) need more than max_memory = 1000 bytes even when run "
+        r"alone:\n  width=8, depth=2: about \d+\.\d KiB\n",
+    ):
+        initscope.sweep({"width": [8]}, fixed={"depth": 2}, max_memory=1000)
+    sizes = [0, 1023, 1024, 1536, 2**20 - 1, 3 * 2**20 + 2**19, 10 * 2**20, 2**30]
+    assert [runner._size(n) for n in sizes] == [
+        "0 bytes", "1023 bytes", "1.0 KiB", "1.5 KiB", "1.0 MiB", "3.5 MiB", "10 MiB",
+        "1,024 MiB",
+    ]  # fmt: skip
+
+
 def test_memory_budget_counts_configurations_in_flight(monkeypatch):
     active, peak = [0], [0]
     lock = threading.Lock()
-    real = work.run_config
+    real = work.run_seeds
 
     def counting(*args):
         with lock:
@@ -234,7 +248,7 @@ def test_memory_budget_counts_configurations_in_flight(monkeypatch):
             with lock:
                 active[0] -= 1
 
-    monkeypatch.setattr(work, "run_config", counting)
+    monkeypatch.setattr(work, "run_seeds", counting)
     configs, _ = grid_module.expand(
         {"width": [64]}, {"depth": 2, "n_samples": 500}, repeats=1, seed=0, max_configs=None
     )
@@ -250,11 +264,10 @@ def test_memory_budget_counts_configurations_in_flight(monkeypatch):
 
 def test_large_configurations_run_alone_with_every_thread(monkeypatch):
     seen = []
-    real = work.run_config
+    real = work.run_seeds
     monkeypatch.setattr(runner, "LARGE_WORK", 40 * 16 * 16 * 2)
-    spy = lambda i, k, s, t: seen.append(t) or real(i, k, s, t)  # noqa: E731
-    monkeypatch.setattr(runner, "run_config", spy)
-    monkeypatch.setattr(work, "run_config", spy)
+    spy = lambda b, p, s: seen.append(p.threads) or real(b, p, s)  # noqa: E731
+    monkeypatch.setattr(work, "run_seeds", spy)
     df = initscope.sweep({"width": [4, 16]}, fixed={"depth": 2, "n_samples": 40}, workers=2)
     assert sorted(seen) == [1, 2]
     _check_rows(df[df["width"] == 16], [16, 16], int(df["seed"].iloc[-1]), n_samples=40)
@@ -293,12 +306,12 @@ def test_out_written_resumed_and_loaded(tmp_path):
     assert not list(out.rglob("*.tmp"))
     # a rerun computes nothing
     calls = []
-    real = work.run_config
-    work.run_config = lambda *a: calls.append(a) or real(*a)
+    real = work.run_seeds
+    work.run_seeds = lambda *a: calls.append(a) or real(*a)
     try:
         again = initscope.sweep(grid, fixed=SMALL, repeats=2, out=out)
     finally:
-        work.run_config = real
+        work.run_seeds = real
     assert calls == []
     pd.testing.assert_frame_equal(again, plain)
     # another sweep's directory is refused, unless resume=False
@@ -349,11 +362,11 @@ CHILD = textwrap.dedent(
     api = importlib.import_module("initscope.sweep.api")
     work = importlib.import_module("initscope.sweep.work")
     api.FLUSH_SECONDS = 0.0
-    real = work.run_config
+    real = work.run_seeds
     def slow(*args):
         time.sleep(0.05)
         return real(*args)
-    work.run_config = slow
+    work.run_seeds = slow
     try:
         initscope.sweep({grid!r}, fixed={fixed!r}, repeats=2, workers=1, out=sys.argv[1])
     except KeyboardInterrupt:

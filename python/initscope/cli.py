@@ -4,7 +4,8 @@
 classic per-layer table; ``--json`` prints the whole result; ``--init small,big,xavier`` runs
 one network per scheme; ``--plot out.png`` draws the result (several: compared in one figure).
 ``initscope plot RESULTS --x sigma_w --y sigma_b --out fig.png`` draws a written sweep as a
-heatmap.  ``initscope theory --activation tanh --sigma-w 1.5 --depth 10`` prints the mean-field
+heatmap (``--where width=256``: of the rows where a column has that value).  ``initscope
+theory --activation tanh --sigma-w 1.5 --depth 10`` prints the mean-field
 prediction, ``run ... --theory`` measured against predicted, ``initscope calibrate
 --activation gelu`` the critical and variance-preserving gains (``--widths``: and LSUV's).
 The benchmark suite is not part of the package: it lives in the source checkout, as
@@ -123,13 +124,14 @@ def _run(args: argparse.Namespace) -> int:
 
         if len(results) == 1:
             figure = results[0].plot(
-                log_std=args.log_std,
+                log_std=bool(args.log_std),
                 gradients=args.gradients,
                 theory=bool(args.theory and not args.gradients),
             )
         else:
             value = "grad_std" if args.gradients else "std"
-            figure = compare(results, inits, value=value, log=True)
+            log = True if args.log_std is None else args.log_std  # decades apart: log
+            figure = compare(results, inits, value=value, log=log)
         _save(figure, target)
     return 0
 
@@ -264,11 +266,47 @@ def _read_table(path: str) -> pandas.DataFrame:
     raise ValueError(f"RESULTS: {path!r} is neither a sweep's directory nor .parquet nor .csv")
 
 
+def _where(frame: pandas.DataFrame, conditions: Sequence[str]) -> pandas.DataFrame:
+    """The rows of ``frame`` where every ``KEY=VALUE`` of ``conditions`` holds; ``VALUE`` is
+    read as the column's type (a number for numeric columns, true/false for booleans, else
+    the text the column shows)."""
+    import pandas as pd
+
+    selected = pd.Series(True, index=frame.index)
+    for condition in conditions:
+        key, equals, text = condition.partition("=")
+        key, text = key.strip(), text.strip()
+        if not equals or not key:
+            raise ValueError(f"--where: write KEY=VALUE, e.g. sigma_b=0.1; got {condition!r}")
+        if key not in frame.columns:
+            names = ", ".join(map(str, frame.columns))
+            raise ValueError(f"--where: the table has no column {key!r}; it has {names}")
+        column = frame[key]
+        if pd.api.types.is_bool_dtype(column):
+            truth = {"true": True, "1": True, "false": False, "0": False}.get(text.lower())
+            if truth is None:
+                raise ValueError(f"--where: {key} is true or false, got {text!r}")
+            selected &= column == truth
+        elif pd.api.types.is_numeric_dtype(column):
+            try:
+                number = float(text)
+            except ValueError:
+                raise ValueError(f"--where: {key} holds numbers, got {text!r}") from None
+            selected &= column == number
+        else:
+            selected &= column.astype(str) == text
+    if not selected.any():
+        raise ValueError(f"--where {' '.join(conditions)}: no row of the table matches")
+    return frame[selected]
+
+
 def _plot(args: argparse.Namespace) -> int:
     from .plot import heatmap
 
     target = _figure_path(args.out, "--out")
     frame = _read_table(args.results)
+    if args.where:
+        frame = _where(frame, args.where)
     figure = heatmap(
         frame,
         args.x,
@@ -312,8 +350,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--plot", metavar="PATH", help="draw the result to PATH (.png, .svg, .pdf, ...)"
     )
-    run.add_argument("--log-std", action="store_true", help="--plot: a log axis for the std")
-    run.set_defaults(handler=_run)
+    std_scale = run.add_mutually_exclusive_group()
+    std_scale.add_argument(
+        "--log-std",
+        action="store_true",
+        help="--plot: a log axis for the std (the default when comparing several inits)",
+    )
+    std_scale.add_argument(
+        "--linear-std",
+        dest="log_std",
+        action="store_false",
+        help="--plot: a linear axis for the std (the default for one init)",
+    )
+    run.set_defaults(handler=_run, log_std=None)
 
     from .plot import AGGREGATES
 
@@ -324,6 +373,14 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--value", default="std", help="column to draw (default: std)")
     plot.add_argument("--layer", type=int, default=-1, help="from 1; -1 (default) is the last")
     plot.add_argument("--aggregate", default="mean", choices=AGGREGATES, help="over repeats")
+    plot.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keep the rows where column KEY equals VALUE (repeatable: all must hold), "
+        "e.g. --where width=256 --where init=xavier",
+    )
     scale = plot.add_mutually_exclusive_group()
     scale.add_argument("--log", action="store_true", help="log colour scale")
     scale.add_argument("--linear", dest="log", action="store_false", help="linear colour scale")

@@ -94,7 +94,12 @@ class Plan:
         object.__setattr__(self, "widths", tuple(layer.fan_out for layer in self.layers))
 
     def with_weights(self) -> Plan:
-        """This plan with the matrices of the schemes that are not i.i.d. built."""
+        """This plan with the matrices of the schemes that are not i.i.d. built (the plan
+        itself when every layer's weights are drawn by the kernels or given)."""
+        if all(
+            layer.distribution is not None or layer.weights is not None for layer in self.layers
+        ):
+            return self
         layers = tuple(
             replace(
                 layer,
@@ -159,13 +164,25 @@ def _widths(widths: Any) -> tuple[int, ...]:
     return tuple(positive_int(w, f"widths[{i}]") for i, w in enumerate(widths))
 
 
-def _per_layer(value: Any, depth: int, name: str) -> list[Any]:
-    """A list gives one value per layer; anything else is used for every layer."""
+def _per_layer(value: Any, depth: int, name: str, resolve: Any = None) -> list[Any]:
+    """A list gives one value per layer; anything else is used for every layer.  With
+    ``resolve``, each value is passed through it, a value shared by every layer once."""
     if isinstance(value, list):
         if len(value) != depth:
             raise ValueError(f"{name} has {len(value)} entries for {depth} layers")
-        return list(value)
-    return [value] * depth
+        return [resolve(v) for v in value] if resolve is not None else list(value)
+    return [value if resolve is None else resolve(value)] * depth
+
+
+def _activation(value: Any) -> Activation:
+    return resolve_activation(*value) if isinstance(value, tuple) else resolve_activation(value)
+
+
+def _bias_std(value: Any) -> float:
+    b = real(value, "bias")
+    if b < 0:
+        raise ValueError(f"bias is the std of the biases and must be >= 0, got {b}")
+    return b
 
 
 def _threads(threads: Any) -> int:
@@ -340,16 +357,10 @@ def make_plan(
     n_grad_bins = n_bins if grad_bins is None else _bins(grad_bins, "grad_bins")
     run_grad_range = None if grad_range is None else _range(grad_range, "grad_range")
     n_threads = _threads(threads)
-    acts = [
-        resolve_activation(*a) if isinstance(a, tuple) else resolve_activation(a)
-        for a in _per_layer(activation, depth, "activation")
-    ]
+    acts = _per_layer(activation, depth, "activation", _activation)
     inits = _per_layer(init, depth, "init")
-    schemes = [scheme(s) for s in inits]
-    biases = [real(b, "bias") for b in _per_layer(bias, depth, "bias")]
-    for b in biases:
-        if b < 0:
-            raise ValueError(f"bias is the std of the biases and must be >= 0, got {b}")
+    schemes = _per_layer(init, depth, "init", scheme)
+    biases = _per_layer(bias, depth, "bias", _bias_std)
     chunk = (
         default_chunk(n, (dim, *sizes), run_dtype.itemsize, gradients)
         if chunk_size is None
@@ -360,10 +371,15 @@ def make_plan(
 
     layers = []
     fan_in = dim
+    # a deep network repeats its layers: each distinct (scheme, shape) is resolved once
+    distributions: dict[tuple[int, int, int], Distribution | None] = {}
     for i, (fan_out, act, sch, b, given) in enumerate(
         zip(sizes, acts, schemes, biases, inits, strict=True)
     ):
-        dist = sch.distribution(fan_in, fan_out)
+        key = (id(sch), fan_in, fan_out)
+        if key not in distributions:
+            distributions[key] = sch.distribution(fan_in, fan_out)
+        dist = distributions[key]
         weights = None
         if dist is None and build_weights:
             weights = sch.sample(fan_in, fan_out, seed=run_seed, layer=i, dtype=run_dtype)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     import matplotlib.figure
     import pandas
@@ -18,7 +18,14 @@ if TYPE_CHECKING:
     from .plan import Plan
     from .theory import Prediction
 
-__all__ = ["GradRaw", "PropagationResult", "RawStats"]
+__all__ = [
+    "GradRaw",
+    "PropagationResult",
+    "RawStats",
+    "finish_runs",
+    "finish_shape",
+    "layer_moments",
+]
 
 
 @dataclass
@@ -77,23 +84,64 @@ class RawStats:
     grads: GradRaw | None = None
 
 
-def _moments(
-    unit_mean: NDArray[np.float64], unit_m2: NDArray[np.float64], n: int
-) -> tuple[float, float, float, float]:
-    """Mean and std over all entries, and the per-unit figures, from per-unit accumulators.
+def layer_moments(
+    unit_mean: Sequence[NDArray[np.float64]],
+    unit_m2: Sequence[NDArray[np.float64]],
+    n: NDArray[np.int64],
+    finite: NDArray[np.bool_],
+) -> NDArray[np.float64]:
+    """Per row (one layer of one run), from its per-unit accumulators over ``n[row]``
+    samples: the mean and std over all entries, the mean over units of the squared unit
+    means and of the per-unit variances; ``(rows, 4)``, NaN where not ``finite``.
 
     Chan et al.'s merge over units: every unit has ``n`` samples, so the mean is the mean of
-    unit means and ``M2 = sum(M2_u) + n * sum((mean_u - mean)**2)``.
+    unit means and ``M2 = sum(M2_u) + n * sum((mean_u - mean)**2)``.  Rows of one width are
+    computed together, each from its own row sums (NumPy's pairwise sum along a row is the
+    sum of that row alone), so a row's figures never depend on the rows beside it.
     """
-    # ndarray.sum / size is np.mean's arithmetic without its per-call overhead, which
-    # dominates small networks in a sweep
-    units = unit_mean.size
-    mean = float(unit_mean.sum()) / units
-    deviation = unit_mean - mean
-    m2 = float(unit_m2.sum()) + n * float((deviation * deviation).sum())
-    std = math.sqrt(max(m2, 0.0) / (n * units))
-    sq_mean = float((unit_mean * unit_mean).sum()) / units
-    return mean, std, sq_mean, float(unit_m2.sum()) / units / n
+    out = np.empty((len(unit_mean), 4))
+    sizes = [len(u) for u in unit_mean]
+    groups: list[Any]
+    if all(size == sizes[0] for size in sizes):
+        groups = [range(len(sizes))]
+    else:
+        by_width: dict[int, list[int]] = {}
+        for row, size in enumerate(sizes):
+            by_width.setdefault(size, []).append(row)
+        groups = list(by_width.values())
+    with np.errstate(over="ignore", invalid="ignore"):  # squares of |a| > 1e154: inf std
+        for rows in groups:
+            means = np.array([unit_mean[r] for r in rows], dtype=np.float64)
+            m2s = np.array([unit_m2[r] for r in rows], dtype=np.float64)
+            units = means.shape[1]
+            count = n if isinstance(rows, range) else n[rows]
+            mean = means.sum(axis=1) / units
+            deviation = means - mean[:, None]
+            m2_units = m2s.sum(axis=1)
+            m2 = m2_units + count * (deviation * deviation).sum(axis=1)
+            where = slice(None) if isinstance(rows, range) else rows
+            out[where, 0] = mean
+            out[where, 1] = np.sqrt(np.maximum(m2, 0.0) / (count * units))
+            out[where, 2] = (means * means).sum(axis=1) / units
+            out[where, 3] = m2_units / units / count
+    out[~np.asarray(finite, dtype=bool)] = np.nan
+    return out
+
+
+def _run_moments(
+    plans: Sequence[Plan],
+    accumulators: Sequence[tuple[Sequence[NDArray[np.float64]], Sequence[NDArray[np.float64]]]],
+    nonfinite: NDArray[np.int64],
+) -> NDArray[np.float64]:
+    """:func:`layer_moments` of every layer of every run, ``(runs, layers, 4)``, from each
+    run's per-layer ``(unit_mean, unit_m2)`` and its ``(runs, layers)`` non-finite counts."""
+    runs, depth = nonfinite.shape
+    return layer_moments(
+        [u for means, _ in accumulators for u in means],
+        [u for _, m2s in accumulators for u in m2s],
+        np.repeat(np.array([p.n_samples for p in plans], dtype=np.int64), depth),
+        nonfinite.reshape(-1) == 0,
+    ).reshape(runs, depth, 4)
 
 
 def _weight_var(plan: Plan) -> NDArray[np.float64]:
@@ -102,7 +150,9 @@ def _weight_var(plan: Plan) -> NDArray[np.float64]:
     for i, layer in enumerate(plan.layers):
         dist = layer.distribution
         if layer.weights is None and dist is not None:
-            var = dist.b**2 if dist.kind == "normal" else (dist.b - dist.a) ** 2 / 12.0
+            # products, not powers: a huge std gives inf, where ** raises OverflowError
+            spread = dist.b if dist.kind == "normal" else dist.b - dist.a
+            var = spread * spread if dist.kind == "normal" else spread * spread / 12.0
             out[i] = layer.fan_in * var
         elif layer.weights is not None:
             out[i] = layer.fan_in * float(np.var(np.asarray(layer.weights, dtype=np.float64)))
@@ -118,44 +168,164 @@ def _input_sq_mean(plan: Plan) -> float:
         return float(np.mean(x * x))
 
 
-def _finish_gradients(plan: Plan, raw: RawStats, backend: str) -> dict[str, Any]:
-    """The gradient fields of :class:`PropagationResult` (none without gradients)."""
-    if not plan.gradients:
+def _stacked(values: Sequence[Any], dtype: Any) -> NDArray:
+    """Per-run arrays of one length as ``(runs, ...)``."""
+    return np.array([np.asarray(v, dtype=dtype) for v in values], dtype=dtype)
+
+
+@dataclass
+class _Network:
+    """What the finishing needs of a plan besides its run's numbers, per layer."""
+
+    widths: NDArray[np.float64]
+    entries: NDArray[np.float64]  # n_samples * width
+    bounded: NDArray[np.bool_]
+    weight_var: NDArray[np.float64]
+    bias_std: NDArray[np.float64]
+    bin_edges: NDArray[np.float64]
+
+    @classmethod
+    def of(cls, plan: Plan) -> _Network:
+        low, high = plan.hist_range
+        return cls(
+            widths=np.asarray(plan.widths, dtype=np.float64),
+            entries=np.array([plan.n_samples * w for w in plan.widths], dtype=np.float64),
+            bounded=np.array([layer.activation.saturation is not None for layer in plan.layers]),
+            weight_var=_weight_var(plan),
+            bias_std=np.array([layer.bias_std for layer in plan.layers], dtype=np.float64),
+            bin_edges=np.linspace(low, high, plan.bins + 1),
+        )
+
+
+def _networks(plans: Sequence[Plan]) -> list[_Network]:
+    """:class:`_Network` of each plan, computed once for the plans of one network (the
+    repeats of a configuration differ only in their seed, and share their layers)."""
+    seen: dict[tuple[Any, ...], _Network] = {}
+    out = []
+    for plan in plans:
+        key = (id(plan.layers), plan.n_samples, plan.hist_range, plan.bins)
+        if key not in seen:
+            seen[key] = _Network.of(plan)
+        out.append(seen[key])
+    return out
+
+
+def _finish_gradients(
+    plans: Sequence[Plan], raws: Sequence[RawStats], backend: str, widths: NDArray[np.float64]
+) -> dict[str, Any]:
+    """The gradient fields of :func:`finish_runs` (none without gradients)."""
+    if not plans[0].gradients:
         return {}
-    grads = raw.grads
-    if grads is None:
+    grads = [raw.grads for raw in raws]
+    if any(g is None for g in grads):
         raise RuntimeError(f"the {backend} backend returned no gradients for gradients=True")
-    depth = len(plan.layers)
-    n = plan.n_samples
-    moments = np.full((depth, 2), np.nan)
+    runs, depth = widths.shape
+    done = cast("list[GradRaw]", grads)
+    nonfinite = _stacked([g.nonfinite for g in done], np.int64)
+    moments = _run_moments(plans, [(g.unit_mean, g.unit_m2) for g in done], nonfinite)
+    mean, std = moments[:, :, 0], moments[:, :, 1]
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        for i in range(depth):
-            if grads.nonfinite[i] == 0:
-                moments[i] = _moments(grads.unit_mean[i], grads.unit_m2[i], n)[:2]
-        mean, std = moments[:, 0], moments[:, 1]
         sq_mean = std * std + mean * mean
-        widths = np.asarray(plan.widths, dtype=np.float64)
-        chi1_measured = np.full(depth, np.nan)
-        chi1_measured[:-1] = sq_mean[:-1] / sq_mean[1:] * widths[:-1] / widths[1:]
-        weight_grad_std = np.asarray(grads.weight_grad_std, dtype=np.float64)
-        ratio = weight_grad_std / np.asarray(grads.weight_std, dtype=np.float64)
-    low, high = (float(v) for v in grads.hist_range)
+        chi1_measured = np.full((runs, depth), np.nan)
+        chi1_measured[:, :-1] = sq_mean[:, :-1] / sq_mean[:, 1:] * widths[:, :-1] / widths[:, 1:]
+        weight_grad_std = _stacked([g.weight_grad_std for g in done], np.float64)
+        ratio = weight_grad_std / _stacked([g.weight_std for g in done], np.float64)
+    ranges = [(float(g.hist_range[0]), float(g.hist_range[1])) for g in done]
+    edges: dict[tuple[float, float, int], NDArray[np.float64]] = {}
+    for (low, high), plan in zip(ranges, plans, strict=True):
+        if (low, high, plan.grad_bins) not in edges:
+            edges[low, high, plan.grad_bins] = np.linspace(low, high, plan.grad_bins + 1)
     return {
         "grad_mean": mean,
         "grad_std": std,
-        "grad_min": np.asarray(grads.min, dtype=np.float64),
-        "grad_max": np.asarray(grads.max, dtype=np.float64),
-        "grad_hist": np.asarray(grads.hist, dtype=np.int64),
-        "grad_bin_edges": np.linspace(low, high, plan.grad_bins + 1),
-        "grad_range": (low, high),
-        "grad_below": np.asarray(grads.below, dtype=np.int64),
-        "grad_above": np.asarray(grads.above, dtype=np.int64),
-        "grad_nonfinite": np.asarray(grads.nonfinite, dtype=np.int64),
+        "grad_min": _stacked([g.min for g in done], np.float64),
+        "grad_max": _stacked([g.max for g in done], np.float64),
+        "grad_hist": _stacked([g.hist for g in done], np.int64),
+        "grad_bin_edges": np.array(
+            [edges[lo, hi, p.grad_bins] for (lo, hi), p in zip(ranges, plans, strict=True)]
+        ),
+        "grad_range": ranges,
+        "grad_below": _stacked([g.below for g in done], np.int64),
+        "grad_above": _stacked([g.above for g in done], np.int64),
+        "grad_nonfinite": nonfinite,
         "grad_sq_mean": sq_mean,
         "weight_grad_std": weight_grad_std,
-        "weight_grad_norm": np.asarray(grads.weight_grad_norm, dtype=np.float64),
+        "weight_grad_norm": _stacked([g.weight_grad_norm for g in done], np.float64),
         "weight_grad_ratio": ratio,
         "chi1_measured": chi1_measured,
+    }
+
+
+def finish_shape(plan: Plan) -> tuple[int, int, bool, int]:
+    """What the plans finished together by :func:`finish_runs` must share."""
+    return len(plan.layers), plan.bins, plan.gradients, plan.grad_bins if plan.gradients else 0
+
+
+def finish_runs(plans: Sequence[Plan], raws: Sequence[RawStats], backend: str) -> dict[str, Any]:
+    """Finish the accumulators of several runs at once, vectorised over runs and layers: the
+    per-layer fields of :class:`PropagationResult`, each stacked over the runs.
+
+    The plans must agree in depth, bins and gradients (:func:`finish_shape`); they may differ
+    in anything else (widths, samples, schemes, activations, seeds).  Returns every name of
+    :attr:`PropagationResult.LAYER_FIELDS` (and ``GRAD_FIELDS`` with gradients),
+    ``weight_var`` and ``bias_std`` as ``(runs, layers)`` arrays; ``hist`` (and
+    ``grad_hist``) as ``(runs, layers, bins)``; ``bin_edges`` (and ``grad_bin_edges``) as
+    ``(runs, bins + 1)``; ``grad_range`` as a list of pairs.  Run ``r``'s numbers are
+    exactly those of ``PropagationResult.from_raw(plans[r], raws[r], backend)``: every
+    figure is computed from its own run's numbers alone, in the same operations.
+    """
+    shapes = {finish_shape(plan) for plan in plans}
+    if len(shapes) != 1:
+        raise ValueError(f"plans finished together must share depth and bins, got {shapes}")
+    runs, depth = len(plans), len(plans[0].layers)
+    networks = _networks(plans)
+
+    one_network = all(net is networks[0] for net in networks)
+
+    def per_run(name: str) -> NDArray:
+        """A field of every run's network, ``(runs, ...)``: a read-only view of one."""
+        first = getattr(networks[0], name)
+        if one_network:
+            return np.broadcast_to(first, (runs, *first.shape))
+        return np.array([getattr(net, name) for net in networks])
+
+    nonfinite = _stacked([raw.nonfinite for raw in raws], np.int64)
+    pre_nonfinite = _stacked([raw.pre_nonfinite for raw in raws], np.int64)
+    post = _run_moments(plans, [(r.unit_mean, r.unit_m2) for r in raws], nonfinite)
+    pre = _run_moments(plans, [(r.pre_unit_mean, r.pre_unit_m2) for r in raws], pre_nonfinite)
+    entries = per_run("entries")
+    weight_var = per_run("weight_var")
+    chi1 = np.full((runs, depth), np.nan)
+    measured = [r for r, raw in enumerate(raws) if raw.deriv_sq_sum is not None]
+    if measured:
+        deriv = _stacked([raws[r].deriv_sq_sum for r in measured], np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):  # inf * 0: NaN, undefined
+            chi1[measured] = weight_var[measured] * deriv / entries[measured]
+    return {
+        "mean": post[:, :, 0],
+        "std": post[:, :, 1],
+        "min": _stacked([raw.min for raw in raws], np.float64),
+        "max": _stacked([raw.max for raw in raws], np.float64),
+        "pre_mean": pre[:, :, 0],
+        "pre_std": pre[:, :, 1],
+        "hist": _stacked([raw.hist for raw in raws], np.int64),
+        "bin_edges": per_run("bin_edges"),
+        "below": _stacked([raw.below for raw in raws], np.int64),
+        "above": _stacked([raw.above for raw in raws], np.int64),
+        "zero_fraction": _stacked([raw.zeros for raw in raws], np.int64) / entries,
+        "saturated_fraction": np.where(
+            per_run("bounded"),
+            _stacked([raw.saturated for raw in raws], np.int64) / entries,
+            np.nan,
+        ),
+        "channel_sq_mean": post[:, :, 2],
+        "channel_var": post[:, :, 3],
+        "nonfinite": nonfinite,
+        "pre_nonfinite": pre_nonfinite,
+        "chi1": chi1,
+        "weight_var": weight_var,
+        "bias_std": per_run("bias_std"),
+        **_finish_gradients(plans, raws, backend, per_run("widths")),
     }
 
 
@@ -445,53 +615,28 @@ class PropagationResult:
     @classmethod
     def from_raw(cls, plan: Plan, raw: RawStats, backend: str) -> PropagationResult:
         """Finish the per-unit accumulators of any backend into the per-layer statistics."""
-        depth = len(plan.layers)
-        n = plan.n_samples
-        post = np.full((depth, 4), np.nan)
-        pre = np.full((depth, 4), np.nan)
-        with np.errstate(over="ignore", invalid="ignore"):  # squares of |a| > 1e154: inf std
-            for i in range(depth):
-                if raw.nonfinite[i] == 0:
-                    post[i] = _moments(raw.unit_mean[i], raw.unit_m2[i], n)
-                if raw.pre_nonfinite[i] == 0:
-                    pre[i] = _moments(raw.pre_unit_mean[i], raw.pre_unit_m2[i], n)
-        entries = np.array([n * w for w in plan.widths], dtype=np.float64)
-        bounded = np.array([layer.activation.saturation is not None for layer in plan.layers])
-        low, high = plan.hist_range
-        weight_var = _weight_var(plan)
-        if raw.deriv_sq_sum is None:
-            chi1 = np.full(depth, np.nan)
-        else:
-            chi1 = weight_var * np.asarray(raw.deriv_sq_sum, dtype=np.float64) / entries
+        fields = finish_runs([plan], [raw], backend)
+        grads: dict[str, Any] = {}
+        if plan.gradients:
+            grads = {name: fields[name][0] for name in cls.GRAD_FIELDS}
+            grads["grad_hist"] = fields["grad_hist"][0]
+            grads["grad_bin_edges"] = fields["grad_bin_edges"][0]
+            grads["grad_range"] = fields["grad_range"][0]
         return cls(
             widths=plan.widths,
             activation_names=tuple(layer.activation.name for layer in plan.layers),
             init_names=tuple(layer.init_name for layer in plan.layers),
-            n_samples=n,
+            n_samples=plan.n_samples,
             input_dim=plan.input_dim,
             dtype=plan.dtype.name,
             backend=backend,
-            mean=post[:, 0],
-            std=post[:, 1],
-            min=np.asarray(raw.min, dtype=np.float64),
-            max=np.asarray(raw.max, dtype=np.float64),
-            pre_mean=pre[:, 0],
-            pre_std=pre[:, 1],
-            hist=np.asarray(raw.hist, dtype=np.int64),
-            bin_edges=np.linspace(low, high, plan.bins + 1),
-            below=np.asarray(raw.below, dtype=np.int64),
-            above=np.asarray(raw.above, dtype=np.int64),
-            zero_fraction=raw.zeros / entries,
-            saturated_fraction=np.where(bounded, raw.saturated / entries, np.nan),
-            channel_sq_mean=post[:, 2],
-            channel_var=post[:, 3],
-            nonfinite=np.asarray(raw.nonfinite, dtype=np.int64),
-            pre_nonfinite=np.asarray(raw.pre_nonfinite, dtype=np.int64),
+            hist=fields["hist"][0],
+            bin_edges=np.array(fields["bin_edges"][0]),
             activation_params=tuple(layer.activation.param for layer in plan.layers),
-            weight_var=weight_var,
-            bias_std=np.array([layer.bias_std for layer in plan.layers], dtype=np.float64),
+            weight_var=np.array(fields["weight_var"][0]),
+            bias_std=np.array(fields["bias_std"][0]),
             input_sq_mean=_input_sq_mean(plan),
-            chi1=chi1,
             activations=raw.activations,
-            **_finish_gradients(plan, raw, backend),
+            **{name: fields[name][0] for name in cls.LAYER_FIELDS},
+            **grads,
         )

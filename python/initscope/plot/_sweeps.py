@@ -82,7 +82,7 @@ def _one_configuration_per_cell(rows: pandas.DataFrame, x: str, y: str, value: s
     hint = f" (columns that vary: {', '.join(varying)})" if varying else ""
     raise ValueError(
         f"frame holds several configurations per ({x}, {y}) cell{hint}: select one "
-        "first, e.g. frame[frame[column] == choice]"
+        "first, e.g. frame[frame[column] == choice] (initscope plot: --where column=choice)"
     )
 
 

@@ -171,7 +171,7 @@ def sweep(
     gradients = any(c.kwargs.get("gradients", False) for c in configs)
 
     from . import store as store_module
-    from .frames import finish, tables
+    from .frames import as_sweep_frame, tables
     from .runner import cpus, prepare, run_executor, run_local
 
     store = None
@@ -234,6 +234,5 @@ def sweep(
         )
     if store is not None:
         return store_module.load_sweep(store.path)
-    order = {c.config_id: c.index for c in configs}
-    frame, histograms, grad_histograms = tables(columns, finished, gradients)
-    return finish(frame, histograms, order, grad_histograms)
+    finished.sort(key=lambda done: done[0].index)  # the grid's order, as the tables show it
+    return as_sweep_frame(*tables(columns, finished, gradients))

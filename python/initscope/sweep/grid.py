@@ -9,6 +9,7 @@ everything that changes the numbers and nothing that does not (threads, chunk_si
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -241,6 +242,9 @@ class Config:
     columns: dict[str, Any]  # the configuration's columns, as the tables show them
     kwargs: dict[str, Any]  # the propagate keywords (seed excluded)
     seeds: tuple[int, ...]  # one per repeat
+    #: Equal for configurations that are the same run but for their seeds (the same grid
+    #: entries but for ``seed``'s): they share one plan.
+    run_key: tuple[int, ...] = ()
 
 
 def _digest(payload: Any, size: int = 8) -> str:
@@ -343,7 +347,8 @@ def expand(
     for index, combo in enumerate(itertools.product(*(range(len(lists[k])) for k in keys))):
         chosen = {k: (normal_lists[k][i], lists[k][i]) for k, i in zip(keys, combo, strict=True)}
         chosen |= {k: (normal_fixed[k], constants[k]) for k in constants}
-        configs.append(_config(index, chosen, repeats, seed))
+        run_key = tuple(i for k, i in zip(keys, combo, strict=True) if k != "seed")
+        configs.append(_config(index, chosen, repeats, seed, run_key))
     _check_distinct(configs, keys, lists)
     identity = {
         "format": FORMAT_VERSION,
@@ -370,8 +375,17 @@ def _check_distinct(configs: list[Config], keys: list[str], lists: dict[str, lis
             )
 
 
+@functools.cache
+def _default_activation() -> Any:
+    return normalise("activation", _DEFAULTS["activation"], "activation")[0]
+
+
 def _config(
-    index: int, chosen: dict[str, tuple[tuple[Any, Any], Any]], repeats: int, seed: int
+    index: int,
+    chosen: dict[str, tuple[tuple[Any, Any], Any]],
+    repeats: int,
+    seed: int,
+    run_key: tuple[int, ...],
 ) -> Config:
     tokens = {k: tc[0] for k, (tc, _) in chosen.items()}
     columns = {k: tc[1] for k, (tc, _) in chosen.items()}
@@ -404,11 +418,7 @@ def _config(
 
     hashed = dict(_DEFAULTS)
     hashed["init"] = tokens.get("init", _DEFAULTS["init"])
-    hashed["activation"] = (
-        tokens["activation"]
-        if "activation" in tokens
-        else normalise("activation", _DEFAULTS["activation"], "activation")[0]
-    )
+    hashed["activation"] = tokens["activation"] if "activation" in tokens else _default_activation()
     for key in ("n_samples", "input_dim", "dtype", "bins", "hist_range", "backend", "seed"):
         if key in tokens:
             hashed[key] = tokens[key]
@@ -428,7 +438,7 @@ def _config(
         seeds: tuple[int, ...] = (tokens["seed"],)
     else:
         seeds = tuple(repeat_seed(seed, config_id, r) for r in range(repeats))
-    return Config(index, config_id, columns, kwargs, seeds)
+    return Config(index, config_id, columns, kwargs, seeds, run_key)
 
 
 def sweep_id(identity: dict[str, Any]) -> str:

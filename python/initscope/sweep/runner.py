@@ -17,8 +17,9 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from ..plan import Plan
 from .grid import Config, describe
 from .work import Outcome, failed, plan_config, run_batch, run_config
 
@@ -42,12 +43,20 @@ POLL = 0.2
 
 @dataclass
 class Job:
-    """A configuration ready to run, with its cost estimates."""
+    """A configuration ready to run: its plan (made once, shared by configurations that
+    differ only in their seeds), the backend and its cost estimates."""
 
     config: Config
+    backend: str
+    plan: Plan  # seed not set: each repeat replaces it
     work: float  # multiply-adds of all repeats
     memory: int  # bytes while it runs, at its thread count
     large: bool
+
+    @property
+    def task(self) -> tuple[int, str, Plan, tuple[int, ...]]:
+        """What :func:`run_config` runs."""
+        return self.config.index, self.backend, self.plan, self.config.seeds
 
 
 def cpus() -> int:
@@ -57,34 +66,53 @@ def cpus() -> int:
 
 
 def prepare(configs: list[Config], workers: int, max_memory: int, local: bool) -> list[Job]:
-    """Plan every configuration (checking it) and estimate its work and memory; raise
-    ValueError up front for configurations that can never fit ``max_memory``."""
+    """Plan every configuration once (checking it) and estimate its work and memory; raise
+    ValueError up front for configurations that can never fit ``max_memory``.
+
+    Configurations with the same ``run_key`` (the same run but for the seed) share one
+    plan."""
     jobs: list[Job] = []
     too_big: list[str] = []
+    planned: dict[tuple[int, ...], tuple[str, Plan, float, int, bool]] = {}
     for config in configs:
-        try:
-            _, module, plan = plan_config(config.kwargs, 1)
-        except (TypeError, ValueError) as error:
-            raise type(error)(f"configuration {describe(config)}: {error}") from None
-        macs = plan.n_samples * sum(layer.fan_in * layer.fan_out for layer in plan.layers)
-        if plan.gradients:
-            macs *= 3  # the backward pass: delta_l @ W_l.T and a_{l-1}.T @ delta_l
-        large = local and macs >= LARGE_WORK
-        if large:
-            _, module, plan = plan_config(config.kwargs, workers)
-        memory = int(module.estimate_memory(plan))
+        entry = planned.get(config.run_key)
+        if entry is None:
+            try:
+                name, module, plan = plan_config(config.kwargs, 1)
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"configuration {describe(config)}: {error}") from None
+            macs = plan.n_samples * sum(layer.fan_in * layer.fan_out for layer in plan.layers)
+            if plan.gradients:
+                macs *= 3  # the backward pass: delta_l @ W_l.T and a_{l-1}.T @ delta_l
+            large = local and macs >= LARGE_WORK
+            if large:
+                plan = replace(plan, threads=workers)
+            memory = int(module.estimate_memory(plan))
+            work = macs * (1 if plan.dtype.itemsize == 8 else 0.5)
+            entry = planned[config.run_key] = (name, plan, work, memory, large)
+        name, plan, work, memory, large = entry
         if memory > max_memory:
-            too_big.append(f"  {describe(config)}: about {memory / 2**20:,.0f} MiB")
-        work = macs * len(config.seeds) * (1 if plan.dtype.itemsize == 8 else 0.5)
-        jobs.append(Job(config, work, memory, large))
+            too_big.append(f"  {describe(config)}: about {_size(memory)}")
+        jobs.append(Job(config, name, plan, work * len(config.seeds), memory, large))
     if too_big:
         shown = "\n".join(too_big[:20]) + ("\n  ..." if len(too_big) > 20 else "")
         raise ValueError(
             f"{len(too_big)} configuration(s) need more than max_memory = "
-            f"{max_memory / 2**20:,.0f} MiB even when run alone:\n{shown}\n"
+            f"{_size(max_memory)} even when run alone:\n{shown}\n"
             f"lower n_samples, widths or bins (or set chunk_size) for them, or raise max_memory"
         )
     return jobs
+
+
+def _size(size: int) -> str:
+    """Bytes in the unit that shows them best: ``512 bytes``, ``3.5 KiB``, ``1,024 MiB``."""
+    if size < 2**10:
+        return f"{size} bytes"
+    if round(size / 2**10, 1) < 2**10:
+        return f"{size / 2**10:.1f} KiB"
+    if round(size / 2**20, 1) < 10:
+        return f"{size / 2**20:.1f} MiB"
+    return f"{size / 2**20:,.0f} MiB"
 
 
 def _drain(pending: set[cf.Future], timeout: float) -> tuple[set[cf.Future], set[cf.Future]]:
@@ -112,8 +140,7 @@ def run_local(
                 memory = max(j.memory for j in waiting)
                 if running and in_use + memory > max_memory:
                     break
-                tasks = [(j.config.index, j.config.kwargs, j.config.seeds) for j in waiting]
-                running[pool.submit(run_batch, tasks, 1)] = memory
+                running[pool.submit(run_batch, [j.task for j in waiting])] = memory
                 in_use += memory
                 waiting = next(queue, None)
             finished, _ = _drain(set(running), POLL)
@@ -122,8 +149,7 @@ def run_local(
                 for outcome in future.result():
                     on_done(outcome)
         for job in large:
-            c = job.config
-            future = pool.submit(run_config, c.index, c.kwargs, c.seeds, workers)
+            future = pool.submit(run_config, *job.task)
             while not future.done():
                 _drain({future}, POLL)
             on_done(future.result())
@@ -175,8 +201,7 @@ def run_executor(
     slots = executor_slots(executor, workers)
     groups: dict[cf.Future, list[Job]] = {}
     for group in batches(jobs, slots):
-        tasks = [(j.config.index, j.config.kwargs, j.config.seeds) for j in group]
-        groups[executor.submit(run_batch, tasks, 1)] = group
+        groups[executor.submit(run_batch, [j.task for j in group])] = group
     pending = set(groups)
     try:
         while pending:

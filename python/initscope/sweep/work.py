@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ..backends import get_backend
 from ..plan import Plan, make_plan
-from ..result import PropagationResult
+from ..result import PropagationResult, finish_runs, finish_shape
 
 __all__ = [
     "FLOAT_FIELDS",
@@ -23,6 +23,7 @@ __all__ = [
     "plan_config",
     "run_batch",
     "run_config",
+    "run_seeds",
 ]
 
 #: Per-layer statistics of :class:`PropagationResult`, split by dtype.
@@ -61,36 +62,79 @@ def plan_config(kwargs: dict[str, Any], threads: int) -> tuple[str, Any, Plan]:
     return name, module, plan
 
 
-def run_config(index: int, kwargs: dict[str, Any], seeds: tuple[int, ...], threads: int) -> Outcome:
-    """Run every repeat of one configuration; an exception becomes ``Outcome.error``."""
-    try:
-        name, module, plan = plan_config(kwargs, threads)
-        floats, ints, hists = [], [], []
-        grads, grad_hists, grad_edges = [], [], []
-        for seed in seeds:
-            seeded = replace(plan, seed=seed).with_weights()
-            result = PropagationResult.from_raw(seeded, module.run(seeded), name)
-            floats.append(np.stack([getattr(result, f) for f in FLOAT_FIELDS], axis=1))
-            ints.append(np.stack([getattr(result, f) for f in INT_FIELDS], axis=1))
-            hists.append(result.hist)
-            if plan.gradients:
-                columns = [np.asarray(getattr(result, f), dtype=np.float64) for f in GRAD_FIELDS]
-                grads.append(np.stack(columns, axis=1))
-                grad_hists.append(result.grad_hist)
-                grad_edges.append(result.grad_bin_edges)
-        return Outcome(
-            index,
-            np.asarray(plan.widths, dtype=np.int64),
-            np.asarray(floats, dtype=np.float64),
-            np.asarray(ints, dtype=np.int64),
-            np.asarray(hists, dtype=np.int64),
-            result.bin_edges,
-            grads=np.asarray(grads, dtype=np.float64) if plan.gradients else None,
-            grad_hist=np.asarray(grad_hists, dtype=np.int64) if plan.gradients else None,
-            grad_bin_edges=np.asarray(grad_edges, dtype=np.float64) if plan.gradients else None,
+Task = tuple[int, str, Plan, tuple[int, ...]]  # (index, backend, plan, seeds)
+
+
+def run_seeds(backend: str, plan: Plan, seeds: tuple[int, ...]) -> tuple[list[Plan], list[Any]]:
+    """The kernel's part of a configuration: each repeat's plan and raw accumulators."""
+    module = get_backend(backend)[1]
+    plans = [replace(plan, seed=seed).with_weights() for seed in seeds]
+    return plans, [module.run(p) for p in plans]
+
+
+def run_config(index: int, backend: str, plan: Plan, seeds: tuple[int, ...]) -> Outcome:
+    """Run ``plan`` (planned once, up front) with each seed on ``backend``; an exception
+    becomes ``Outcome.error``."""
+    return run_batch([(index, backend, plan, seeds)])[0]
+
+
+def run_batch(tasks: list[Task]) -> list[Outcome]:
+    """Run a batch of ``(index, backend, plan, seeds)`` one after the other, each with its
+    plan's threads, and finish the statistics of all of them together (per backend and
+    :func:`finish_shape`: one vectorised pass instead of one per run).  The task an executor
+    runs, sized so that its scheduling cost stays small.  A configuration that raises
+    becomes a failed :class:`Outcome`; the others are unaffected."""
+    outcomes: list[Outcome | None] = [None] * len(tasks)
+    groups: dict[tuple[str, Any], list[tuple[int, list[Plan], list[Any]]]] = {}
+    for position, (index, backend, plan, seeds) in enumerate(tasks):
+        try:
+            plans, raws = run_seeds(backend, plan, seeds)
+        except Exception as error:  # a failing configuration must not stop the others
+            outcomes[position] = failed(index, error)
+            continue
+        groups.setdefault((backend, finish_shape(plan)), []).append((position, plans, raws))
+    for (backend, _), ran in groups.items():
+        try:
+            _finish_group(tasks, ran, backend, outcomes)
+        except Exception:  # finish one by one, so that the error names its configuration
+            for item in ran:
+                try:
+                    _finish_group(tasks, [item], backend, outcomes)
+                except Exception as error:
+                    outcomes[item[0]] = failed(tasks[item[0]][0], error)
+    return cast("list[Outcome]", outcomes)
+
+
+def _finish_group(
+    tasks: list[Task],
+    ran: list[tuple[int, list[Plan], list[Any]]],
+    backend: str,
+    outcomes: list[Outcome | None],
+) -> None:
+    """Finish the runs of ``ran`` (``(position in tasks, plans, raws)``) in one pass."""
+    fields = finish_runs(
+        [p for _, plans, _ in ran for p in plans], [r for *_, rs in ran for r in rs], backend
+    )
+    floats = np.stack([fields[f] for f in FLOAT_FIELDS], axis=2)
+    ints = np.stack([fields[f] for f in INT_FIELDS], axis=2)
+    grads = None
+    if "grad_hist" in fields:
+        grads = np.stack([np.asarray(fields[f], dtype=np.float64) for f in GRAD_FIELDS], axis=2)
+    start = 0
+    for position, plans, _ in ran:
+        runs = slice(start, start + len(plans))
+        outcomes[position] = Outcome(
+            tasks[position][0],
+            np.asarray(plans[0].widths, dtype=np.int64),
+            floats[runs],
+            ints[runs],
+            fields["hist"][runs],
+            fields["bin_edges"][start],
+            grads=None if grads is None else grads[runs],
+            grad_hist=None if grads is None else fields["grad_hist"][runs],
+            grad_bin_edges=None if grads is None else fields["grad_bin_edges"][runs],
         )
-    except Exception as error:  # a failing configuration must not stop the others
-        return failed(index, error)
+        start += len(plans)
 
 
 def failed(index: int, error: BaseException) -> Outcome:
@@ -106,11 +150,3 @@ def failed(index: int, error: BaseException) -> Outcome:
         np.empty(0),
         error=detail,
     )
-
-
-def run_batch(
-    jobs: list[tuple[int, dict[str, Any], tuple[int, ...]]], threads: int
-) -> list[Outcome]:
-    """Run a batch of ``(index, kwargs, seeds)`` one after the other with ``threads`` each:
-    the task an executor runs, sized so that its scheduling cost stays small."""
-    return [run_config(index, kwargs, seeds, threads) for index, kwargs, seeds in jobs]
