@@ -323,6 +323,17 @@ def test_out_written_resumed_and_loaded(tmp_path):
     assert len(initscope.load_sweep(tmp_path / "other")) == len(replaced)
 
 
+def test_per_layer_lists_among_scalars_make_a_text_column(tmp_path):
+    # bias 0.0 for every layer, or one std per layer: one column of text, written and read back
+    grid = {"bias": [0.0, [0.1, 0.2]]}
+    frame = initscope.sweep(grid, fixed={**SMALL, "depth": 2, "width": 8}, out=tmp_path / "res")
+    assert list(frame["bias"].unique()) == ["0.0", "[0.1, 0.2]"]
+    loaded = initscope.load_sweep(tmp_path / "res")
+    assert sorted(loaded["bias"].unique()) == ["0.0", "[0.1, 0.2]"]
+    one = frame[frame["bias"] == "[0.1, 0.2]"]
+    _check_rows(one, [8, 8], one["seed"].iloc[0], bias=[0.1, 0.2], n_samples=SMALL["n_samples"])
+
+
 def test_csv_output(tmp_path):
     grid = {"width": [8, 16]}
     plain = initscope.sweep(grid, fixed=SMALL)

@@ -331,7 +331,7 @@ def expand(
             f"shrink the grid or raise max_configs"
         )
     normal_lists = {
-        k: [normalise(k, v, f"grid[{k!r}][{i}]") for i, v in enumerate(vals)]
+        k: _one_column_type([normalise(k, v, f"grid[{k!r}][{i}]") for i, v in enumerate(vals)])
         for k, vals in lists.items()
     }
     normal_fixed = {k: normalise(k, v, _where("fixed", k)) for k, v in constants.items()}
@@ -358,6 +358,15 @@ def expand(
         "seed": seed,
     }
     return configs, identity
+
+
+def _one_column_type(pairs: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    """``(token, column)`` pairs of one grid key, their columns all text where some are (a
+    per-layer list among scalars): a column has one type, in memory as in Parquet."""
+    text = [isinstance(column, str) for _, column in pairs]
+    if any(text) and not all(text):
+        return [(token, c if isinstance(c, str) else json.dumps(c)) for token, c in pairs]
+    return pairs
 
 
 def _check_distinct(configs: list[Config], keys: list[str], lists: dict[str, list]) -> None:
