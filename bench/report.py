@@ -178,10 +178,11 @@ def _targets(rows: list[dict[str, Any]]) -> list[str]:
         else:
             shown = f"{measured:.0f} MB"
         required = row["required"]
+        sign = "≥" if row.get("larger_is_better", row["unit"] != "MB") else "≤"
         need = (
-            f"≥ {required:.1f}×" if row["unit"] == "×"
-            else f"≥ {required:.0%}" if row["unit"] == "of GEMM"
-            else f"< {required:.0f} MB"
+            f"{sign} {required:.2f}×" if row["unit"] == "×"
+            else f"{sign} {required:.0%}" if row["unit"] == "of GEMM"
+            else f"{sign} {required:.0f} MB"
         )  # fmt: skip
         status = row["status"] if row["status"] != "NOT MET" else "**NOT MET**"
         if row["note"]:

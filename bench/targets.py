@@ -83,7 +83,7 @@ def evaluate(
             status = "met" if measured <= required else "NOT MET"
         rows.append(
             {"target": target, "backend": backend, "measured": measured, "required": required,
-             "unit": unit, "status": status, "note": note}
+             "unit": unit, "larger_is_better": larger_is_better, "status": status, "note": note}
         )  # fmt: skip
 
     for backend in contenders:
