@@ -12,7 +12,7 @@ import pytest
 
 import initscope
 from initscope.backends import cpp
-from initscope.plan import chunk_multiple, make_plan
+from initscope.plan import WIDE_TILES, WIDE_WEIGHTS, chunk_multiple, make_plan
 from initscope.result import GradRaw, RawStats
 
 try:
@@ -104,7 +104,7 @@ def test_the_kernel_checks_chunks_hold_whole_tiles(chunk_size):
 
 def test_chunks_hold_whole_groups_of_tiles_where_a_layer_is_wide():
     # 2048 * 4096 = 2**23 weights: four tiles per GEMM call, so chunks of 4 * 240 rows.
-    assert (_core.WIDE_TILES, _core.WIDE_WEIGHTS) == (4, 2**23)
+    assert (_core.WIDE_TILES, _core.WIDE_WEIGHTS) == (WIDE_TILES, WIDE_WEIGHTS) == (4, 2**23)
     assert chunk_multiple((2048, 4095)) == 240 and chunk_multiple((500, 2048, 4096)) == 960
     plan = make_plan([4096], input_dim=2048, n_samples=3000, chunk_size=241)
     assert plan.chunk_size == 960
