@@ -44,11 +44,15 @@ WIDE_TILES = 4
 WIDE_WEIGHTS = 2**23
 
 
+def gemm_tiles(fan_in: int, fan_out: int) -> int:
+    """Tiles per GEMM call of a layer (``kernel.hpp``, ``gemm_tiles``)."""
+    return WIDE_TILES if fan_in * fan_out >= WIDE_WEIGHTS else 1
+
+
 def chunk_multiple(widths: Sequence[int]) -> int:
     """Rows a chunk is a multiple of (unless it holds every sample): :data:`TILE_ROWS`, times
     :data:`WIDE_TILES` where a layer is wide.  ``widths`` are the input's and every layer's."""
-    wide = any(a * b >= WIDE_WEIGHTS for a, b in zip(widths[:-1], widths[1:], strict=True))
-    return TILE_ROWS * (WIDE_TILES if wide else 1)
+    return TILE_ROWS * max(gemm_tiles(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
 
 
 #: More bins than the C++ kernel's int histogram slots (bins plus below, above, NaN) hold.

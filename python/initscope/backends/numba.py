@@ -70,7 +70,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from .. import random as _random
-from ..plan import WIDE_TILES, WIDE_WEIGHTS, Plan, chunk_multiple, grad_range_rule
+from ..plan import Plan, chunk_multiple, gemm_tiles, grad_range_rule
 from ..result import GradRaw, RawStats
 from ._numba_activations import activate_and_derive_row, activate_row, activation_args, derive_row
 from ._numba_generator import (
@@ -1115,7 +1115,7 @@ def run(plan: Plan) -> RawStats:
                     y = buffers.output_of(i, rows)
                     if blas == 0:  # pragma: no cover - without scipy-openblas32
                         np.matmul(x, w, out=y)
-                    group = WIDE_TILES if layer.fan_in * layer.fan_out >= WIDE_WEIGHTS else 1
+                    group = gemm_tiles(layer.fan_in, layer.fan_out)
                     layer_kernel(x, w, y, biases[i], tiles, group, blas, acts[i], saturation[i],
                                  hist_range, moments[i], counts[i], extrema[i],
                                  deriv_sq[i : i + 1], hist[i],
