@@ -42,6 +42,43 @@ def test_overflow_is_reported_not_raised(backend, activation, dtype, std):
                   >= entries)  # fmt: skip
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_statistics_of_non_finite_and_huge_values(backend, dtype):
+    """NaN, +-inf and finite values whose squares overflow, placed in the first row of a
+    tile (the moments' shift), in the middle of one, in its last, short block and in a
+    clean tile: every count, min and max equals NumPy's own over the kept values."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((490, 8)).astype(dtype)  # tiles of 240, 240 and 10 rows
+    x[100, 5] = np.nan  # mid-tile, after clean blocks
+    x[240, 3] = -np.inf  # the first row of the second tile
+    x[300:304] = 0.0  # a block of zeros
+    x[485, 1] = np.inf  # the last tile's second block
+    x[489, 2] = np.finfo(dtype).max / 4  # its short last block: finite, its square not
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = initscope.propagate(
+            [8], init="identity", activation="linear", inputs=x, dtype=dtype, bins=10,
+            hist_range=(-2.0, 2.0), keep_activations=True, backend=backend,
+        )  # fmt: skip
+    a = result.activations[0]  # = H (linear); a row with an inf also has NaN (inf * 0)
+    finite = np.isfinite(a)
+    assert np.isnan(a[100, 5]) and np.isinf(a[485, 1]) and np.isfinite(a[489, 2])
+    assert result.nonfinite[0] == result.pre_nonfinite[0] == (~finite).sum()
+    assert result.min[0] == a[finite].min() and result.max[0] == a[finite].max()
+    assert result.zero_fraction[0] == (a == 0).sum() / a.size
+    assert result.below[0] == (a < -2).sum() and result.above[0] == (a > 2).sum()
+    inside = a[(a >= -2) & (a <= 2)]
+    np.testing.assert_array_equal(result.hist[0], np.histogram(inside, bins=10, range=(-2, 2))[0])
+    assert np.isnan(result.mean[0]) and np.isnan(result.std[0])
+
+    clean = initscope.propagate(
+        [8], init="identity", activation="linear", inputs=x[:96], dtype=dtype, backend=backend
+    )  # no non-finite value: the fast path throughout
+    assert clean.nonfinite[0] == clean.pre_nonfinite[0] == 0
+    assert clean.min[0] == x[:96].min() and clean.max[0] == x[:96].max()
+    np.testing.assert_allclose(clean.std[0], x[:96].astype(np.float64).std(), rtol=1e-12)
+
+
 def test_concurrent_calls_equal_sequential_calls(backend):
     seeds = list(range(8))
 

@@ -99,16 +99,18 @@ struct HistCounts {
 template <class T>
 inline void bin_values(std::size_t n, const T* __restrict post, std::int32_t* __restrict idx,
                        double low, double high, double scale, int bins) {
-    // All in double lanes, one conversion at the end (mixed widths vectorise poorly).
+    // All in double lanes, one conversion at the end (mixed widths vectorise poorly, and
+    // selecting among int32 slots narrows every mask).
     const double last = static_cast<double>(bins - 1);
     const double below = static_cast<double>(bins), above = below + 1.0, nan = below + 2.0;
     for (std::size_t j = 0; j < n; ++j) {
         const double a = static_cast<double>(post[j]);
-        const double d = (a - low) * scale;         // the reference's floor((a - low) * scale),
-        const double inside = d < last ? d : last;  // in [0, bins - 1] where a is inside:
-        const double outside = a < low ? below : (a > high ? above : nan);  // truncation
-        const bool in = (a >= low) & (a <= high);                           // is floor
-        idx[j] = static_cast<std::int32_t>(in ? inside : outside);
+        const double d = (a - low) * scale;  // the reference's floor((a - low) * scale),
+        double slot = d < last ? d : last;   // in [0, bins - 1] where a is inside: truncation
+        slot = a > high ? above : slot;      // is floor
+        slot = a < low ? below : slot;
+        slot = a == a ? slot : nan;
+        idx[j] = static_cast<std::int32_t>(slot);
     }
 }
 
@@ -129,8 +131,8 @@ inline void shifted_moments(std::int64_t rows, const std::vector<double>& shift,
 }
 
 /// Folds per-column minima and maxima into a running min and max.
-inline void merge_extrema(const std::vector<double>& lo, const std::vector<double>& hi,
-                          double& min, double& max) {
+inline void merge_extrema(const std::vector<double>& lo, const std::vector<double>& hi, double& min,
+                          double& max) {
     for (std::size_t j = 0; j < lo.size(); ++j) {
         min = lo[j] < min ? lo[j] : min;
         max = hi[j] > max ? hi[j] : max;
@@ -145,6 +147,12 @@ inline double finite_or_nan(double extremum) {
 /// The statistics of one tile of rows, filled a few rows at a time while the tile is in
 /// cache. Moments are shifted sums: per column, the sums of (x - K) and (x - K)^2 where K is
 /// the tile's first row, which stays accurate because K lies within a few std of the mean.
+///
+/// Each block of rows is first taken as if every value were finite (sums, zeros, saturated,
+/// plain min and max). Its sums of squares tell whether it was: a NaN or an infinity in H or
+/// act(H) makes them NaN or inf. Only then is the block taken again, counting the
+/// non-finite values and keeping them out of min and max; the sums stand, NaN or inf as the
+/// layer's moments are then.
 struct TileStats {
     /// Rows accumulated per pass: per-column accumulators are loaded and stored once per
     /// block instead of once per row.
@@ -153,7 +161,8 @@ struct TileStats {
     std::size_t width = 0;
     std::int64_t rows = 0;
     std::vector<double> pre_shift, pre_s1, pre_s2, post_shift, post_s1, post_s2, min, max;
-    std::vector<double> deriv_sq;  // per column, the sum of act'(H)^2
+    std::vector<double> next_min, next_max;  // a block's min and max, if all its values are finite
+    std::vector<double> deriv_sq;            // per column, the sum of act'(H)^2
     std::int64_t zeros = 0, saturated = 0, nonfinite = 0, pre_nonfinite = 0;
     std::vector<std::int32_t> index;  // histogram slot of each value of the current block
     std::vector<double> mean_buf, m2_buf;
@@ -161,11 +170,12 @@ struct TileStats {
     void reset(std::size_t w) {
         width = w;
         rows = 0;
-        for (auto* v :
-             {&pre_shift, &pre_s1, &pre_s2, &post_shift, &post_s1, &post_s2, &deriv_sq})
+        for (auto* v : {&pre_shift, &pre_s1, &pre_s2, &post_shift, &post_s1, &post_s2, &deriv_sq})
             v->assign(w, 0.0);
         min.assign(w, std::numeric_limits<double>::infinity());
         max.assign(w, -std::numeric_limits<double>::infinity());
+        next_min.resize(w);
+        next_max.resize(w);
         zeros = saturated = nonfinite = pre_nonfinite = 0;
         index.assign(kBlock * w, 0);
     }
@@ -183,25 +193,12 @@ struct TileStats {
             }
         }
         rows += static_cast<std::int64_t>(count);
-        Counts counts{0, 0, 0, 0};
         if (count == kBlock) {
-            counts = spec.bounded ? moments_kernel<T, kBlock, true>(pre, post, spec)
-                                  : moments_kernel<T, kBlock, false>(pre, post, spec);
+            add_block<T, kBlock>(pre, post, spec);
         } else {
-            for (std::size_t r = 0; r < count; ++r) {
-                const Counts c = spec.bounded
-                                     ? moments_kernel<T, 1, true>(pre + r * w, post + r * w, spec)
-                                     : moments_kernel<T, 1, false>(pre + r * w, post + r * w, spec);
-                counts.zeros += c.zeros;
-                counts.saturated += c.saturated;
-                counts.nonfinite += c.nonfinite;
-                counts.pre_nonfinite += c.pre_nonfinite;
-            }
+            for (std::size_t r = 0; r < count; ++r)
+                add_block<T, 1>(pre + r * w, post + r * w, spec);
         }
-        zeros += counts.zeros;
-        saturated += counts.saturated;
-        nonfinite += counts.nonfinite;
-        pre_nonfinite += counts.pre_nonfinite;
         bin_values(count * w, post, index.data(), spec.low, spec.high, spec.scale, spec.bins);
         hist.add(index.data(), count * w);
     }
@@ -228,27 +225,48 @@ struct TileStats {
 
 private:
     struct Counts {
-        std::int64_t zeros, saturated, nonfinite, pre_nonfinite;
+        std::int64_t zeros, saturated;
+        bool finite;
     };
 
-    template <class T, std::size_t R, bool Bounded>
-    Counts moments_kernel(const T* pre, const T* post, const HistSpec& spec) {
-        return moments_rows<T, R, Bounded>(
-            width, pre, post, pre_shift.data(), pre_s1.data(), pre_s2.data(), post_shift.data(),
-            post_s1.data(), post_s2.data(), min.data(), max.data(), spec.sat_low, spec.sat_high);
+    template <class T, std::size_t R>
+    void add_block(const T* pre, const T* post, const HistSpec& spec) {
+        const Counts c = spec.bounded ? sums_rows<T, R, true>(width, pre, post, spec)
+                                      : sums_rows<T, R, false>(width, pre, post, spec);
+        zeros += c.zeros;
+        saturated += c.saturated;
+        if (c.finite) {
+            min.swap(next_min);
+            max.swap(next_max);
+        } else {
+            nonfinite += extremes_rows<T, R>(width, post, min.data(), max.data());
+            pre_nonfinite += count_nonfinite<T>(R * width, pre);
+        }
     }
 
-    // Free-standing, with restrict-qualified parameters (not members), so that it vectorises
-    // across columns; the R rows of each column are unrolled into registers.
     template <class T, std::size_t R, bool Bounded>
-    static Counts moments_rows(std::size_t w, const T* __restrict pre, const T* __restrict post,
-                               const double* __restrict ks, double* __restrict s1,
-                               double* __restrict s2, const double* __restrict kp,
-                               double* __restrict p1, double* __restrict p2, double* __restrict lo,
-                               double* __restrict hi, double sat_low, double sat_high) {
+    Counts sums_rows(std::size_t w, const T* pre, const T* post, const HistSpec& spec) {
+        return sums_kernel<T, R, Bounded>(w, pre, post, pre_shift.data(), pre_s1.data(),
+                                          pre_s2.data(), post_shift.data(), post_s1.data(),
+                                          post_s2.data(), min.data(), max.data(), next_min.data(),
+                                          next_max.data(), spec.sat_low, spec.sat_high);
+    }
+
+    // Free-standing, with restrict-qualified parameters (not members), so that these
+    // vectorise across columns; the R rows of each column are unrolled into registers.
+
+    /// The sums, zeros and saturated counts of R rows, and their min and max (into next_lo,
+    /// next_hi) if every value is finite; `finite` says whether the sums of squares are.
+    template <class T, std::size_t R, bool Bounded>
+    static Counts sums_kernel(std::size_t w, const T* __restrict pre, const T* __restrict post,
+                              const double* __restrict ks, double* __restrict s1,
+                              double* __restrict s2, const double* __restrict kp,
+                              double* __restrict p1, double* __restrict p2,
+                              const double* __restrict lo, const double* __restrict hi,
+                              double* __restrict next_lo, double* __restrict next_hi,
+                              double sat_low, double sat_high) {
         constexpr double big = std::numeric_limits<double>::max();
-        constexpr double inf = std::numeric_limits<double>::infinity();
-        std::int64_t z = 0, sat = 0, nf = 0, pre_nf = 0;
+        std::int64_t z = 0, sat = 0, bad = 0;
         for (std::size_t j = 0; j < w; ++j) {
             double a1 = s1[j], a2 = s2[j], b1 = p1[j], b2 = p2[j], l = lo[j], u = hi[j];
 #pragma GCC unroll 8
@@ -261,27 +279,52 @@ private:
                 const double da = a - kp[j];
                 b1 += da;
                 b2 += da * da;
-                const bool finite = std::abs(a) <= big;
-                const double a_lo = finite ? a : inf;
-                const double a_hi = finite ? a : -inf;
-                l = a_lo < l ? a_lo : l;
-                u = a_hi > u ? a_hi : u;
+                l = a < l ? a : l;
+                u = a > u ? a : u;
                 // Counts as 0/1 integers of the lanes' width, so that the loop vectorises.
                 z += a == 0.0 ? 1 : 0;
-                nf += finite ? 0 : 1;
-                pre_nf += std::abs(h) <= big ? 0 : 1;
                 if (Bounded) sat += ((a <= sat_low) | (a >= sat_high)) ? 1 : 0;
             }
             s1[j] = a1;
             s2[j] = a2;
             p1[j] = b1;
             p2[j] = b2;
+            next_lo[j] = l;
+            next_hi[j] = u;
+            bad += a2 + b2 <= big ? 0 : 1;  // NaN or inf (or a finite square beyond DBL_MAX)
+        }
+        return {z, sat, bad == 0};
+    }
+
+    /// Min and max over the finite values of R rows, in place; returns the count of others.
+    template <class T, std::size_t R>
+    static std::int64_t extremes_rows(std::size_t w, const T* __restrict post,
+                                      double* __restrict lo, double* __restrict hi) {
+        constexpr double big = std::numeric_limits<double>::max();
+        std::int64_t nf = 0;
+        for (std::size_t j = 0; j < w; ++j) {
+            double l = lo[j], u = hi[j];
+            for (std::size_t r = 0; r < R; ++r) {
+                const double a = static_cast<double>(post[r * w + j]);
+                const bool finite = std::abs(a) <= big;
+                l = finite && a < l ? a : l;
+                u = finite && a > u ? a : u;
+                nf += finite ? 0 : 1;
+            }
             lo[j] = l;
             hi[j] = u;
         }
-        return {z, sat, nf, pre_nf};
+        return nf;
     }
 
+    template <class T>
+    static std::int64_t count_nonfinite(std::size_t n, const T* __restrict values) {
+        constexpr double big = std::numeric_limits<double>::max();
+        std::int64_t nf = 0;
+        for (std::size_t i = 0; i < n; ++i)
+            nf += std::abs(static_cast<double>(values[i])) <= big ? 0 : 1;
+        return nf;
+    }
 };
 
 /// Everything one layer accumulates over all its tiles and chunks, merged in a fixed order.

@@ -108,20 +108,34 @@ def _reduce32(x):
 
 
 @njit(inline="always", error_model="numpy")
-def _expm1_poly(r, coefs):
-    """expm1(r) for |r| <= ln2 / 2: r + r^2 (1/2! + r (1/3! + ...))."""
-    n = len(coefs)
-    q = coefs[n - 1]
-    for i in range(n - 2, -1, -1):
-        q = q * r + coefs[i]
-    return r * r * q + r
+def _expm1_poly64(r):
+    """expm1(r) for |r| <= ln2 / 2: r + r^2 q(r), q in Estrin's scheme (as the C++ kernel)."""
+    c = _INV_FACT64
+    r2 = r * r
+    r4 = r2 * r2
+    r8 = r4 * r4
+    q0 = (c[3] * r + c[2]) * r2 + (c[1] * r + c[0])
+    q1 = (c[7] * r + c[6]) * r2 + (c[5] * r + c[4])
+    q2 = (c[11] * r + c[10]) * r2 + (c[9] * r + c[8])
+    q = (c[12] * r4 + q2) * r8 + (q1 * r4 + q0)
+    return r2 * q + r
+
+
+@njit(inline="always", error_model="numpy")
+def _expm1_poly32(r):
+    c = _INV_FACT32
+    r2 = r * r
+    r4 = r2 * r2
+    q0 = (c[3] * r + c[2]) * r2 + (c[1] * r + c[0])
+    q1 = c[6] * r2 + (c[5] * r + c[4])
+    return r2 * (q1 * r4 + q0) + r
 
 
 @njit(inline="always", error_model="numpy")
 def _expm1_bounded64(x):
     """expm1(x) for |x| <= 60 (callers clamp)."""
     k, r = _reduce64(x)
-    p = _expm1_poly(r, _INV_FACT64)
+    p = _expm1_poly64(r)
     s = _pow2i64(k)
     return s * p + (s - 1.0)
 
@@ -129,7 +143,7 @@ def _expm1_bounded64(x):
 @njit(inline="always", error_model="numpy")
 def _expm1_bounded32(x):
     k, r = _reduce32(x)
-    p = _expm1_poly(r, _INV_FACT32)
+    p = _expm1_poly32(r)
     s = _pow2i32(k)
     return s * p + (s - _ONE32)
 
@@ -138,7 +152,7 @@ def _expm1_bounded32(x):
 def _exp_nonpositive64(x):
     """exp(x) for exp_min <= x <= 0 (callers clamp), subnormal results rounded once."""
     k, r = _reduce64(x)
-    m = 1.0 + _expm1_poly(r, _INV_FACT64)
+    m = 1.0 + _expm1_poly64(r)
     deep = k < _DEEP64
     k1 = k + _DEEP_SHIFT64 if deep else k
     s2 = _DEEP_SCALE64 if deep else 1.0
@@ -148,7 +162,7 @@ def _exp_nonpositive64(x):
 @njit(inline="always", error_model="numpy")
 def _exp_nonpositive32(x):
     k, r = _reduce32(x)
-    m = _ONE32 + _expm1_poly(r, _INV_FACT32)
+    m = _ONE32 + _expm1_poly32(r)
     deep = k < _DEEP32
     k1 = k + _DEEP_SHIFT32 if deep else k
     s2 = _DEEP_SCALE32 if deep else _ONE32
@@ -195,7 +209,7 @@ def _sigmoid32(x):
 
 @njit(inline="always", error_model="numpy")
 def _tanh_and_slope64(x):
-    """(tanh x, sech^2 x) from one expm1 (activations.hpp, tanh_and_slope): the bits of
+    """(tanh x, sech^2 x) from one expm1 (activations.hpp, TanhSlope): the bits of
     :func:`_tanh64` and :func:`_tanh_slope64`."""
     two_ax = abs(x) + abs(x)
     t = two_ax if two_ax < _SLOPE_CAP64 else _SLOPE_CAP64
@@ -219,7 +233,7 @@ def _tanh_and_slope32(x):
 
 @njit(inline="always", error_model="numpy")
 def _sigmoid_and_slope64(x):
-    """(sigmoid x, its derivative) from one exp (activations.hpp, sigmoid_and_slope)."""
+    """(sigmoid x, its derivative) from one exp (activations.hpp, SigmoidSlope)."""
     t = -abs(x)
     t = t if t > _EXP_MIN64 else _EXP_MIN64
     e = _exp_nonpositive64(t)
@@ -319,7 +333,7 @@ def _times_sigmoid(x, sh, sl, flush):
     zero = neg and t < -flush
     t = t if t > _EXP_MIN64 else _EXP_MIN64
     k, r = _reduce64(t)
-    m = 1.0 + _expm1_poly(r, _INV_FACT64)
+    m = 1.0 + _expm1_poly64(r)
     deep = k < -800.0  # exp(t) < 2**-800: 1 + exp(t) == 1
     es = m * _pow2i64(k + 200.0 if deep else k)
     es = es + es * tl  # exp(t + tl) = exp(t) (1 + tl)

@@ -54,13 +54,16 @@ def check_available() -> None:
 
 def _layer_specs(plan: Plan) -> list[_core.LayerSpec]:
     """The layers in kernel terms: drawn weights as ``value * scale + shift``, built or given
-    matrices as arrays in the run's dtype."""
+    matrices as arrays in the run's dtype.  A deep network repeats its drawn layers: each
+    distinct one is built once (the kernel copies every entry of the list)."""
     _load()
     from .. import _core
 
     specs = []
+    drawn: dict[tuple, _core.LayerSpec] = {}
     for layer in plan.layers:
-        dist = layer.distribution
+        dist, act = layer.distribution, layer.activation
+        key = None
         if layer.weights is not None or dist is None:
             if layer.weights is None:
                 raise ValueError(f"{layer.scheme.name} layer has no weights: call with_weights")
@@ -73,20 +76,26 @@ def _layer_specs(plan: Plan) -> list[_core.LayerSpec]:
             )
             weights = None
             scale, shift = dist.affine()
-        specs.append(
-            _core.LayerSpec(
-                fan_in=layer.fan_in,
-                fan_out=layer.fan_out,
-                activation=layer.activation.code,
-                param=layer.activation.param,
-                saturation=layer.activation.saturation,
-                source=source,
-                scale=scale,
-                shift=shift,
-                weights=weights,
-                bias_std=layer.bias_std,
-            )
+            key = (layer.fan_in, layer.fan_out, act.code, act.param, act.saturation, source,
+                   scale, shift, layer.bias_std)  # fmt: skip
+            if key in drawn:
+                specs.append(drawn[key])
+                continue
+        spec = _core.LayerSpec(
+            fan_in=layer.fan_in,
+            fan_out=layer.fan_out,
+            activation=act.code,
+            param=act.param,
+            saturation=act.saturation,
+            source=source,
+            scale=scale,
+            shift=shift,
+            weights=weights,
+            bias_std=layer.bias_std,
         )
+        if key is not None:
+            drawn[key] = spec
+        specs.append(spec)
     return specs
 
 
