@@ -132,26 +132,34 @@ def _expm1_poly32(r):
 
 
 @njit(inline="always", error_model="numpy")
+def _expm1_reduced64(k, r):
+    """expm1(k ln2 + r) from :func:`_reduce64`'s k and r."""
+    s = _pow2i64(k)
+    return s * _expm1_poly64(r) + (s - 1.0)
+
+
+@njit(inline="always", error_model="numpy")
+def _expm1_reduced32(k, r):
+    s = _pow2i32(k)
+    return s * _expm1_poly32(r) + (s - _ONE32)
+
+
+@njit(inline="always", error_model="numpy")
 def _expm1_bounded64(x):
     """expm1(x) for |x| <= 60 (callers clamp)."""
     k, r = _reduce64(x)
-    p = _expm1_poly64(r)
-    s = _pow2i64(k)
-    return s * p + (s - 1.0)
+    return _expm1_reduced64(k, r)
 
 
 @njit(inline="always", error_model="numpy")
 def _expm1_bounded32(x):
     k, r = _reduce32(x)
-    p = _expm1_poly32(r)
-    s = _pow2i32(k)
-    return s * p + (s - _ONE32)
+    return _expm1_reduced32(k, r)
 
 
 @njit(inline="always", error_model="numpy")
-def _exp_nonpositive64(x):
-    """exp(x) for exp_min <= x <= 0 (callers clamp), subnormal results rounded once."""
-    k, r = _reduce64(x)
+def _exp_nonpositive_reduced64(k, r):
+    """exp(k ln2 + r) in [exp_min, 0] from :func:`_reduce64`, subnormal results rounded once."""
     m = 1.0 + _expm1_poly64(r)
     deep = k < _DEEP64
     k1 = k + _DEEP_SHIFT64 if deep else k
@@ -160,13 +168,25 @@ def _exp_nonpositive64(x):
 
 
 @njit(inline="always", error_model="numpy")
-def _exp_nonpositive32(x):
-    k, r = _reduce32(x)
+def _exp_nonpositive_reduced32(k, r):
     m = _ONE32 + _expm1_poly32(r)
     deep = k < _DEEP32
     k1 = k + _DEEP_SHIFT32 if deep else k
     s2 = _DEEP_SCALE32 if deep else _ONE32
     return (m * _pow2i32(k1)) * s2
+
+
+@njit(inline="always", error_model="numpy")
+def _exp_nonpositive64(x):
+    """exp(x) for exp_min <= x <= 0 (callers clamp)."""
+    k, r = _reduce64(x)
+    return _exp_nonpositive_reduced64(k, r)
+
+
+@njit(inline="always", error_model="numpy")
+def _exp_nonpositive32(x):
+    k, r = _reduce32(x)
+    return _exp_nonpositive_reduced32(k, r)
 
 
 @njit(inline="always", error_model="numpy")
@@ -207,13 +227,28 @@ def _sigmoid32(x):
     return x if x != x else (_ZERO32 if x < _ZERO_BELOW32 else y)
 
 
+# tanh and sigmoid with their slopes, in the parts of activations.hpp's TanhSlope and
+# SigmoidSlope: the argument of the exponential, the exponential from its reduction
+# (_expm1_reduced, _exp_nonpositive_reduced), and what follows; activate_and_derive_row
+# runs them as three loops, as the C++ kernel does.
+
+
 @njit(inline="always", error_model="numpy")
-def _tanh_and_slope64(x):
-    """(tanh x, sech^2 x) from one expm1 (activations.hpp, TanhSlope): the bits of
-    :func:`_tanh64` and :func:`_tanh_slope64`."""
+def _tanh_argument64(x):
     two_ax = abs(x) + abs(x)
-    t = two_ax if two_ax < _SLOPE_CAP64 else _SLOPE_CAP64
-    e = _expm1_bounded64(t)
+    return two_ax if two_ax < _SLOPE_CAP64 else _SLOPE_CAP64
+
+
+@njit(inline="always", error_model="numpy")
+def _tanh_argument32(x):
+    two_ax = abs(x) + abs(x)
+    return two_ax if two_ax < _SLOPE_CAP32 else _SLOPE_CAP32
+
+
+@njit(inline="always", error_model="numpy")
+def _tanh_finish64(x, e):
+    """(tanh x, sech^2 x) from e = expm1(2|x|): the bits of :func:`_tanh64`."""
+    two_ax = abs(x) + abs(x)
     q = 4.0 / (e + 2.0)  # 4, not 1: q stays normal where 2|x| nears the cap
     s = q * (((e + 1.0) * q) * 0.25)
     y = math.copysign((e * q) * 0.25, x)
@@ -221,10 +256,8 @@ def _tanh_and_slope64(x):
 
 
 @njit(inline="always", error_model="numpy")
-def _tanh_and_slope32(x):
+def _tanh_finish32(x, e):
     two_ax = abs(x) + abs(x)
-    t = two_ax if two_ax < _SLOPE_CAP32 else _SLOPE_CAP32
-    e = _expm1_bounded32(t)
     q = _FOUR32 / (e + _TWO32)
     s = q * (((e + _ONE32) * q) * _QUARTER32)
     y = math.copysign((e * q) * _QUARTER32, x)
@@ -232,11 +265,20 @@ def _tanh_and_slope32(x):
 
 
 @njit(inline="always", error_model="numpy")
-def _sigmoid_and_slope64(x):
-    """(sigmoid x, its derivative) from one exp (activations.hpp, SigmoidSlope)."""
+def _sigmoid_argument64(x):
     t = -abs(x)
-    t = t if t > _EXP_MIN64 else _EXP_MIN64
-    e = _exp_nonpositive64(t)
+    return t if t > _EXP_MIN64 else _EXP_MIN64
+
+
+@njit(inline="always", error_model="numpy")
+def _sigmoid_argument32(x):
+    t = -abs(x)
+    return t if t > _EXP_MIN32 else _EXP_MIN32
+
+
+@njit(inline="always", error_model="numpy")
+def _sigmoid_finish64(x, e):
+    """(sigmoid x, its derivative) from e = exp(-|x|): the bits of :func:`_sigmoid64`."""
     r = 1.0 / (1.0 + e)
     num = 1.0 if x >= 0.0 else e
     y = 0.0 if x < -SIGMOID_FLUSH64 else num * r
@@ -244,14 +286,35 @@ def _sigmoid_and_slope64(x):
 
 
 @njit(inline="always", error_model="numpy")
-def _sigmoid_and_slope32(x):
-    t = -abs(x)
-    t = t if t > _EXP_MIN32 else _EXP_MIN32
-    e = _exp_nonpositive32(t)
+def _sigmoid_finish32(x, e):
     r = _ONE32 / (_ONE32 + e)
     num = _ONE32 if x >= _ZERO32 else e
     y = _ZERO32 if x < _ZERO_BELOW32 else num * r
     return (x if x != x else y), (x if x != x else (e * r) * r)
+
+
+@njit(inline="always", error_model="numpy")
+def _tanh_and_slope64(x):
+    k, r = _reduce64(_tanh_argument64(x))
+    return _tanh_finish64(x, _expm1_reduced64(k, r))
+
+
+@njit(inline="always", error_model="numpy")
+def _tanh_and_slope32(x):
+    k, r = _reduce32(_tanh_argument32(x))
+    return _tanh_finish32(x, _expm1_reduced32(k, r))
+
+
+@njit(inline="always", error_model="numpy")
+def _sigmoid_and_slope64(x):
+    k, r = _reduce64(_sigmoid_argument64(x))
+    return _sigmoid_finish64(x, _exp_nonpositive_reduced64(k, r))
+
+
+@njit(inline="always", error_model="numpy")
+def _sigmoid_and_slope32(x):
+    k, r = _reduce32(_sigmoid_argument32(x))
+    return _sigmoid_finish32(x, _exp_nonpositive_reduced32(k, r))
 
 
 @njit(inline="always", error_model="numpy")
@@ -505,6 +568,34 @@ def _sigmoid_and_slope(x):
     raise NotImplementedError
 
 
+def _reduce(x):
+    raise NotImplementedError
+
+
+def _tanh_argument(x):
+    raise NotImplementedError
+
+
+def _sigmoid_argument(x):
+    raise NotImplementedError
+
+
+def _expm1_reduced(k, r):
+    raise NotImplementedError
+
+
+def _exp_nonpositive_reduced(k, r):
+    raise NotImplementedError
+
+
+def _tanh_finish(x, e):
+    raise NotImplementedError
+
+
+def _sigmoid_finish(x, e):
+    raise NotImplementedError
+
+
 def _by_dtype(impl32, impl64):
     def typer(x):
         if x == types.float32:
@@ -516,20 +607,37 @@ def _by_dtype(impl32, impl64):
     return typer
 
 
-overload(_tanh, jit_options={"error_model": "numpy"})(_by_dtype(_tanh32, _tanh64))
-overload(_sigmoid, jit_options={"error_model": "numpy"})(_by_dtype(_sigmoid32, _sigmoid64))
-overload(_gelu, jit_options={"error_model": "numpy"})(_by_dtype(_gelu32, _gelu64))
-overload(_tanh_slope, jit_options={"error_model": "numpy"})(_by_dtype(_tanh_slope32, _tanh_slope64))
-overload(_typed_sigmoid_slope, jit_options={"error_model": "numpy"})(
-    _by_dtype(_sigmoid_slope32, _sigmoid_slope64)
-)
+def _by_dtype2(impl32, impl64):
+    """:func:`_by_dtype` for functions of two values of the same dtype."""
 
-overload(_tanh_and_slope, jit_options={"error_model": "numpy"})(
-    _by_dtype(_tanh_and_slope32, _tanh_and_slope64)
-)
-overload(_sigmoid_and_slope, jit_options={"error_model": "numpy"})(
-    _by_dtype(_sigmoid_and_slope32, _sigmoid_and_slope64)
-)
+    def typer(x, y):
+        if x == types.float32:
+            return lambda x, y: impl32(x, y)
+        if x == types.float64:
+            return lambda x, y: impl64(x, y)
+        return None
+
+    return typer
+
+
+for _generic, _impl32, _impl64, _typer in (
+    (_tanh, _tanh32, _tanh64, _by_dtype),
+    (_sigmoid, _sigmoid32, _sigmoid64, _by_dtype),
+    (_gelu, _gelu32, _gelu64, _by_dtype),
+    (_tanh_slope, _tanh_slope32, _tanh_slope64, _by_dtype),
+    (_typed_sigmoid_slope, _sigmoid_slope32, _sigmoid_slope64, _by_dtype),
+    (_tanh_and_slope, _tanh_and_slope32, _tanh_and_slope64, _by_dtype),
+    (_sigmoid_and_slope, _sigmoid_and_slope32, _sigmoid_and_slope64, _by_dtype),
+    (_reduce, _reduce32, _reduce64, _by_dtype),
+    (_tanh_argument, _tanh_argument32, _tanh_argument64, _by_dtype),
+    (_sigmoid_argument, _sigmoid_argument32, _sigmoid_argument64, _by_dtype),
+    (_expm1_reduced, _expm1_reduced32, _expm1_reduced64, _by_dtype2),
+    (_exp_nonpositive_reduced, _exp_nonpositive_reduced32, _exp_nonpositive_reduced64,
+     _by_dtype2),
+    (_tanh_finish, _tanh_finish32, _tanh_finish64, _by_dtype2),
+    (_sigmoid_finish, _sigmoid_finish32, _sigmoid_finish64, _by_dtype2),
+):  # fmt: skip
+    overload(_generic, jit_options={"error_model": "numpy"})(_typer(_impl32, _impl64))
 
 (LINEAR, TANH, RELU, LEAKY_RELU, SIGMOID, SOFTPLUS, ELU, SELU, GELU, GELU_TANH, SILU) = (
     ACTIVATIONS.index(name)
@@ -642,12 +750,22 @@ def activate_and_derive_row(code, slope, alpha, flush, src, dst, deriv):
     """:func:`activate_row` into ``dst`` and :func:`derive_row` into ``deriv``, the same
     bits; tanh and sigmoid from one exp per value (activations.hpp, activate_and_derive)."""
     n = src.size
+    # tanh and sigmoid in three loops, dst and deriv holding what is between (activations.hpp,
+    # with_slope_staged: one loop over a value's whole chain keeps too few values in flight)
     if code == TANH:
         for j in range(n):
-            dst[j], deriv[j] = _tanh_and_slope(src[j])
+            deriv[j], dst[j] = _reduce(_tanh_argument(src[j]))
+        for j in range(n):
+            deriv[j] = _expm1_reduced(deriv[j], dst[j])
+        for j in range(n):
+            dst[j], deriv[j] = _tanh_finish(src[j], deriv[j])
     elif code == SIGMOID:
         for j in range(n):
-            dst[j], deriv[j] = _sigmoid_and_slope(src[j])
+            deriv[j], dst[j] = _reduce(_sigmoid_argument(src[j]))
+        for j in range(n):
+            deriv[j] = _exp_nonpositive_reduced(deriv[j], dst[j])
+        for j in range(n):
+            dst[j], deriv[j] = _sigmoid_finish(src[j], deriv[j])
     else:
         derive_row(code, slope, alpha, src, deriv)
         activate_row(code, slope, alpha, flush, src, dst)
