@@ -288,8 +288,9 @@ def test_bit_identical_for_any_chunk_and_thread_count(case):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_bit_identical_to_the_cpp_kernel(dtype):
-    """The same tiles, GEMM calls, derivatives, dW blocks and merge order as the C++ kernel."""
-    _core()
+    """The same tiles, GEMM calls, derivatives, dW blocks and merge order as the C++ kernel
+    (150 inputs and width 140: two blocks of dW, a whole one and a short one)."""
+    assert jit.GRAD_ROWS == _core().GRAD_ROWS == 128
     rng = np.random.default_rng(8)
     for name in ACTIVATIONS:
         for output_grad in (None, rng.standard_normal((700, 70))):

@@ -343,6 +343,7 @@ PYBIND11_MODULE(_core, m) {
     m.attr("TILE_ROWS") = kTileRows;
     m.attr("WIDE_TILES") = kWideTiles;
     m.attr("WIDE_WEIGHTS") = kWideWeights;
+    m.attr("GRAD_ROWS") = kGradRows;
     m.attr("SEGMENT") = kSegment;
     m.attr("WEIGHT_CACHE_BYTES") = kWeightCacheBytes;
     m.attr("HIST_COPIES") = kHistCopies;

@@ -13,6 +13,8 @@ WIDE_TILES: int
 """Tiles per GEMM call of a wide layer (chunks then hold whole groups of them)."""
 WIDE_WEIGHTS: int
 """``fan_in * fan_out`` from which a layer is wide."""
+GRAD_ROWS: int
+"""Rows of a layer's inputs per weight-gradient job (a fixed partition of dW)."""
 SEGMENT: int
 """Elements drawn per parallel job."""
 WEIGHT_CACHE_BYTES: int

@@ -33,6 +33,9 @@ constexpr std::size_t kWideWeights = std::size_t(1) << 23;
 constexpr std::size_t gemm_tiles(std::size_t fan_in, std::size_t fan_out) {
     return fan_in * fan_out >= kWideWeights ? kWideTiles : 1;
 }
+/// Rows of a layer's inputs per weight-gradient job: a fixed partition of dW (never the
+/// thread count's), so that every GEMM call's shape is fixed by the network alone.
+constexpr std::size_t kGradRows = 128;
 constexpr std::size_t kSegment = std::size_t(1) << 16;  // elements drawn per parallel job
 /// Drawn weights of all layers are kept between chunks up to this many bytes, else redrawn.
 constexpr std::size_t kWeightCacheBytes = std::size_t(128) << 20;

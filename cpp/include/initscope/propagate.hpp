@@ -165,10 +165,6 @@ Buffer<T> buffer(std::size_t count) {
     return Buffer<T>(static_cast<T*>(p));
 }
 
-/// Rows of a layer's inputs per weight-gradient job: a fixed partition of dW (never the
-/// thread count's), so that every GEMM call's shape is fixed by the network alone.
-constexpr std::size_t kGradRows = 128;
-
 /// The default range of the gradients' histograms, (-R, R): R the power of two at or above
 /// the largest finite |delta| of the first tile over all layers (1 if there is none), so
 /// that every layer's histogram has the same bins (R = the largest |delta| itself beyond

@@ -533,8 +533,9 @@ def _layer_serial(x, w, y, bias, tiles, group, blas, act, saturation, hist_range
 
 # ---- the backward kernel ------------------------------------------------------------------
 
-#: Rows of a layer's inputs per weight-gradient job (the C++ kernel's kGradRows): a fixed
-#: partition of dW, never the thread count's, so every GEMM call's shape is the network's.
+#: Rows of a layer's inputs per weight-gradient job (the C++ kernel's kGradRows,
+#: ``_core.GRAD_ROWS``): a fixed partition of dW, never the thread count's, so every GEMM
+#: call's shape is the network's.
 GRAD_ROWS = 128
 
 # what the tile jobs of the backward kernel do: nothing (only dW); delta *= a given array
