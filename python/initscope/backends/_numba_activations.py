@@ -293,50 +293,6 @@ def _sigmoid_finish32(x, e):
     return (x if x != x else y), (x if x != x else (e * r) * r)
 
 
-@njit(inline="always", error_model="numpy")
-def _tanh_and_slope64(x):
-    k, r = _reduce64(_tanh_argument64(x))
-    return _tanh_finish64(x, _expm1_reduced64(k, r))
-
-
-@njit(inline="always", error_model="numpy")
-def _tanh_and_slope32(x):
-    k, r = _reduce32(_tanh_argument32(x))
-    return _tanh_finish32(x, _expm1_reduced32(k, r))
-
-
-@njit(inline="always", error_model="numpy")
-def _sigmoid_and_slope64(x):
-    k, r = _reduce64(_sigmoid_argument64(x))
-    return _sigmoid_finish64(x, _exp_nonpositive_reduced64(k, r))
-
-
-@njit(inline="always", error_model="numpy")
-def _sigmoid_and_slope32(x):
-    k, r = _reduce32(_sigmoid_argument32(x))
-    return _sigmoid_finish32(x, _exp_nonpositive_reduced32(k, r))
-
-
-@njit(inline="always", error_model="numpy")
-def _tanh_slope64(x):
-    return _tanh_and_slope64(x)[1]
-
-
-@njit(inline="always", error_model="numpy")
-def _tanh_slope32(x):
-    return _tanh_and_slope32(x)[1]
-
-
-@njit(inline="always", error_model="numpy")
-def _sigmoid_slope64(x):
-    return _sigmoid_and_slope64(x)[1]
-
-
-@njit(inline="always", error_model="numpy")
-def _sigmoid_slope32(x):
-    return _sigmoid_and_slope32(x)[1]
-
-
 _SQRT2 = _hex("0x1.6a09e667f3bcdp+0")
 _LOG_C64 = spec.float_constants(np.float64(0.0)).log_c  # the generator's log series
 
@@ -552,22 +508,6 @@ def _gelu(x):
     raise NotImplementedError
 
 
-def _tanh_slope(x):
-    raise NotImplementedError
-
-
-def _typed_sigmoid_slope(x):
-    raise NotImplementedError
-
-
-def _tanh_and_slope(x):
-    raise NotImplementedError
-
-
-def _sigmoid_and_slope(x):
-    raise NotImplementedError
-
-
 def _reduce(x):
     raise NotImplementedError
 
@@ -624,10 +564,6 @@ for _generic, _impl32, _impl64, _typer in (
     (_tanh, _tanh32, _tanh64, _by_dtype),
     (_sigmoid, _sigmoid32, _sigmoid64, _by_dtype),
     (_gelu, _gelu32, _gelu64, _by_dtype),
-    (_tanh_slope, _tanh_slope32, _tanh_slope64, _by_dtype),
-    (_typed_sigmoid_slope, _sigmoid_slope32, _sigmoid_slope64, _by_dtype),
-    (_tanh_and_slope, _tanh_and_slope32, _tanh_and_slope64, _by_dtype),
-    (_sigmoid_and_slope, _sigmoid_and_slope32, _sigmoid_and_slope64, _by_dtype),
     (_reduce, _reduce32, _reduce64, _by_dtype),
     (_tanh_argument, _tanh_argument32, _tanh_argument64, _by_dtype),
     (_sigmoid_argument, _sigmoid_argument32, _sigmoid_argument64, _by_dtype),
@@ -638,6 +574,21 @@ for _generic, _impl32, _impl64, _typer in (
     (_sigmoid_finish, _sigmoid_finish32, _sigmoid_finish64, _by_dtype2),
 ):  # fmt: skip
     overload(_generic, jit_options={"error_model": "numpy"})(_typer(_impl32, _impl64))
+
+
+@njit(inline="always", error_model="numpy")
+def _tanh_slope(x):
+    """sech^2 x in x's dtype, from the parts activate_and_derive_row runs as loops."""
+    k, r = _reduce(_tanh_argument(x))
+    return _tanh_finish(x, _expm1_reduced(k, r))[1]
+
+
+@njit(inline="always", error_model="numpy")
+def _typed_sigmoid_slope(x):
+    """sigmoid'(x) in x's dtype, likewise."""
+    k, r = _reduce(_sigmoid_argument(x))
+    return _sigmoid_finish(x, _exp_nonpositive_reduced(k, r))[1]
+
 
 (LINEAR, TANH, RELU, LEAKY_RELU, SIGMOID, SOFTPLUS, ELU, SELU, GELU, GELU_TANH, SILU) = (
     ACTIVATIONS.index(name)
