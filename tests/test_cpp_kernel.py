@@ -24,7 +24,7 @@ except ImportError as exc:  # pragma: no cover - only without the extension
 
 def _args(plan, **changes):
     args = {
-        "n_samples": plan.n_samples, "input_dim": plan.input_dim, "seed": plan.seed,
+        "n_samples": plan.n_samples, "input_dim": plan.input_dim, "seeds": [plan.seed],
         "dtype": plan.dtype.name, "inputs": plan.inputs, "layers": cpp._layer_specs(plan),
         "bins": plan.bins, "hist_low": -1.0, "hist_high": 1.0, "threads": 1,
         "chunk_size": plan.chunk_size, "keep_activations": False,
@@ -40,7 +40,7 @@ def test_a_misspelt_field_is_an_error():
         layer.bias_sd = 0.1  # type: ignore[attr-defined]
     with pytest.raises(TypeError):
         layer.source = "normal"  # type: ignore[assignment]
-    raw = _core.propagate(**_args(make_plan([4], input_dim=3, n_samples=5)))
+    (raw,) = _core.propagate(**_args(make_plan([4], input_dim=3, n_samples=5)))
     with pytest.raises(AttributeError):
         raw.hist = np.zeros((1, 30), np.int64)  # type: ignore[misc]
 
@@ -65,12 +65,32 @@ def test_the_result_fills_every_field_of_raw_stats(gradients):
     plan = make_plan([4, 5], input_dim=3, n_samples=7, keep_activations=True, gradients=gradients)
     raw = cpp.run(plan)
     assert isinstance(raw, RawStats)
-    core = _core.propagate(
+    (core,) = _core.propagate(
         **_args(plan, keep_activations=True, gradients=gradients, grad_bins=plan.grad_bins)
     )
     assert (core.grads is not None) == gradients
     _assert_same_fields(raw, core, RawStats)
     assert [a.shape for a in raw.activations or []] == [(7, 4), (7, 5)]
+
+
+@pytest.mark.parametrize("gradients", [False, True])
+def test_one_call_with_several_seeds_gives_each_seed_own_run(gradients):
+    """The arguments are converted once and each seed runs as if alone: the same bits as
+    one call per seed, every run with its own kept activations, a repeated seed repeating
+    its run and a different seed drawing other numbers."""
+    plan = make_plan([6, 5], input_dim=4, n_samples=9, bias=0.3, gradients=gradients)
+    args = _args(plan, keep_activations=True, gradients=gradients, grad_bins=plan.grad_bins)
+    runs = _core.propagate(**{**args, "seeds": [3, 11, 3]})
+    assert len(runs) == 3
+    for seed, run in zip([3, 11, 3], runs, strict=True):
+        (alone,) = _core.propagate(**{**args, "seeds": [seed]})
+        _assert_same_fields(run, alone, RawStats)
+    assert runs[0].activations[0] is not runs[2].activations[0]
+    assert not np.array_equal(runs[0].activations[0], runs[1].activations[0])
+    assert _core.propagate(**{**args, "seeds": []}) == []
+    # the backend's run_seeds: the same runs as run() with each seed
+    for seed, raw in zip([3, 11], cpp.run_seeds(plan, [3, 11]), strict=True):
+        _assert_same_fields(raw, cpp.run(dataclasses.replace(plan, seed=seed)), RawStats)
 
 
 def test_drawn_weights_follow_the_distribution_affine_form():
@@ -116,8 +136,8 @@ def test_chunks_hold_whole_groups_of_tiles_where_a_layer_is_wide():
 @pytest.mark.parametrize("chunk_size", [240, 480, 500, 10**6])
 def test_chunks_of_whole_tiles_give_the_same_bits(chunk_size):
     plan = make_plan([70, 9], input_dim=5, n_samples=500, dtype="float32", bias=0.2)
-    whole = _core.propagate(**_args(plan, chunk_size=500))
-    raw = _core.propagate(**_args(plan, chunk_size=chunk_size, threads=2))
+    (whole,) = _core.propagate(**_args(plan, chunk_size=500))
+    (raw,) = _core.propagate(**_args(plan, chunk_size=chunk_size, threads=2))
     for field in dataclasses.fields(RawStats):
         assert _bytes(getattr(raw, field.name)) == _bytes(getattr(whole, field.name)), field.name
 
@@ -162,8 +182,8 @@ def test_redrawn_weights_give_the_kept_weights_gradients(depth, chunk_size):
     """Weights that do not fit the cache are drawn again for the way back: the same bits."""
     plan = make_plan([48, 70, 33, 60, 41][:depth], input_dim=30, n_samples=700, bias=0.2,
                      chunk_size=chunk_size, threads=2, gradients=True)  # fmt: skip
-    kept = _core.propagate(**_gradient_args(plan))
-    redrawn = _core.propagate(**_gradient_args(plan, weight_cache_bytes=0))
+    (kept,) = _core.propagate(**_gradient_args(plan))
+    (redrawn,) = _core.propagate(**_gradient_args(plan, weight_cache_bytes=0))
     assert kept.grads is not None and redrawn.grads is not None
     _assert_same_fields(redrawn, kept, RawStats)
     assert np.all(np.isfinite(kept.grads.weight_grad_std))
@@ -187,7 +207,7 @@ plan = make_plan([1000] * 3, n_samples=960, chunk_size=480, gradients=True)
 specs = cpp._layer_specs(plan)
 initscope.propagate([1000], n_samples=240, threads=1)  # OpenBLAS's own buffers
 before = peak()
-_core.propagate(n_samples=960, input_dim=1000, seed=0, dtype="float64", inputs=None,
+_core.propagate(n_samples=960, input_dim=1000, seeds=[0], dtype="float64", inputs=None,
                 layers=specs, bins=30, hist_low=-1.0, hist_high=1.0, threads=1,
                 chunk_size=480, keep_activations=False, gradients=True, grad_bins=30,
                 weight_cache_bytes=0)

@@ -95,11 +95,11 @@ def test_the_kernel_checks_bins_itself():
         pytest.skip(f"initscope._core unavailable: {exc}")
     plan = make_plan([3], n_samples=4)
     args = {
-        "n_samples": 4, "input_dim": 3, "seed": 0, "dtype": "float64", "inputs": None,
+        "n_samples": 4, "input_dim": 3, "seeds": [0], "dtype": "float64", "inputs": None,
         "layers": cpp._layer_specs(plan), "hist_low": -1.0, "hist_high": 1.0,
         "threads": 1, "chunk_size": 4, "keep_activations": False,
     }  # fmt: skip
-    assert core.propagate(bins=30, **args).hist.shape == (1, 30)
+    assert core.propagate(bins=30, **args)[0].hist.shape == (1, 30)
     with pytest.raises(ValueError, match=r"bins must be in \[1, 2\*\*31 - 3\)"):
         core.propagate(bins=2**31 - 3, **args)
 

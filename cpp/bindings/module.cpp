@@ -50,14 +50,14 @@ struct PyLayerSpec {
 
 /// What a run returns: the fields of initscope.result.RawStats, read-only.
 struct PyGradStats {
-    py::list unit_mean, unit_m2;
+    py::object unit_mean, unit_m2;  // see per_unit
     py::array_t<double> min, max, weight_grad_std, weight_grad_norm, weight_std;
     py::array_t<std::int64_t> hist, below, above, nonfinite;
     std::pair<double, double> hist_range;
 };
 
 struct PyRawStats {
-    py::list unit_mean, unit_m2, pre_unit_mean, pre_unit_m2;
+    py::object unit_mean, unit_m2, pre_unit_mean, pre_unit_m2;  // see per_unit
     py::array_t<double> min, max, deriv_sq_sum;
     py::array_t<std::int64_t> hist, below, above, zeros, saturated, nonfinite, pre_nonfinite;
     py::object activations = py::none();
@@ -123,6 +123,26 @@ py::array_t<double> per_layer(const std::vector<LayerResult>& results, Pick pick
     return vector_array(values);
 }
 
+/// A per-unit accumulator of every layer, picked from each layer's result: one (depth,
+/// width) array when every layer has the same width (a sweep finishes many runs at once
+/// from these), else a list of one array per layer.
+template <class Pick>
+py::object per_unit(const std::vector<LayerResult>& results, Pick pick) {
+    const std::size_t width = results.empty() ? 0 : pick(results.front()).size();
+    bool uniform = !results.empty();
+    for (const auto& r : results) uniform = uniform && pick(r).size() == width;
+    if (!uniform) {
+        py::list layers;
+        for (const auto& r : results) layers.append(vector_array(pick(r)));
+        return std::move(layers);
+    }
+    py::array_t<double> out(
+        {static_cast<py::ssize_t>(results.size()), static_cast<py::ssize_t>(width)});
+    double* data = out.mutable_data();
+    for (const auto& r : results) data = std::copy(pick(r).begin(), pick(r).end(), data);
+    return std::move(out);
+}
+
 /// One int64 count per layer, picked from each layer's result.
 template <class Pick>
 py::array_t<std::int64_t> per_layer_count(const std::vector<LayerResult>& results, Pick pick) {
@@ -149,10 +169,12 @@ py::array_t<std::int64_t> histograms(const std::vector<LayerResult>& results, in
 
 PyGradStats grad_stats(const std::vector<LayerResult>& results, int bins) {
     PyGradStats out;
-    for (const auto& r : results) {
-        out.unit_mean.append(vector_array(r.grad.unit_mean));
-        out.unit_m2.append(vector_array(r.grad.unit_m2));
-    }
+    out.unit_mean = per_unit(results, [](const LayerResult& r) -> const auto& {
+        return r.grad.unit_mean;
+    });
+    out.unit_m2 = per_unit(results, [](const LayerResult& r) -> const auto& {
+        return r.grad.unit_m2;
+    });
     out.min = per_layer(results, [](const LayerResult& r) { return r.grad.min; });
     out.max = per_layer(results, [](const LayerResult& r) { return r.grad.max; });
     out.weight_grad_std =
@@ -171,18 +193,45 @@ PyGradStats grad_stats(const std::vector<LayerResult>& results, int bins) {
     return out;
 }
 
+/// A run's per-layer results as its RawStats.
+PyRawStats raw_stats(const std::vector<LayerResult>& results, int bins, bool gradients,
+                     int grad_bins) {
+    PyRawStats out;
+    out.unit_mean =
+        per_unit(results, [](const LayerResult& r) -> const auto& { return r.unit_mean; });
+    out.unit_m2 = per_unit(results, [](const LayerResult& r) -> const auto& { return r.unit_m2; });
+    out.pre_unit_mean =
+        per_unit(results, [](const LayerResult& r) -> const auto& { return r.pre_unit_mean; });
+    out.pre_unit_m2 =
+        per_unit(results, [](const LayerResult& r) -> const auto& { return r.pre_unit_m2; });
+    out.min = per_layer(results, [](const LayerResult& r) { return r.min; });
+    out.max = per_layer(results, [](const LayerResult& r) { return r.max; });
+    out.deriv_sq_sum = per_layer(results, [](const LayerResult& r) { return r.deriv_sq_sum; });
+    out.hist = histograms(results, bins, [](const LayerResult& r) -> const auto& { return r.hist; });
+    out.below = per_layer_count(results, [](const LayerResult& r) { return r.below; });
+    out.above = per_layer_count(results, [](const LayerResult& r) { return r.above; });
+    out.zeros = per_layer_count(results, [](const LayerResult& r) { return r.zeros; });
+    out.saturated = per_layer_count(results, [](const LayerResult& r) { return r.saturated; });
+    out.nonfinite = per_layer_count(results, [](const LayerResult& r) { return r.nonfinite; });
+    out.pre_nonfinite =
+        per_layer_count(results, [](const LayerResult& r) { return r.pre_nonfinite; });
+    if (gradients) out.grads = py::cast(grad_stats(results, grad_bins));
+    return out;
+}
+
+/// Runs the checked plan once per seed of `seeds` (the arguments converted once), and
+/// returns each run's RawStats.
 template <class T>
-PyRawStats run(std::uint64_t n_samples, std::size_t input_dim, std::uint64_t seed,
-               const py::object& inputs, const std::vector<PyLayerSpec>& layers, int bins,
-               double hist_low, double hist_high, int threads, std::size_t chunk_size,
-               bool keep_activations, bool gradients, const py::object& output_grad,
-               int grad_bins, std::optional<std::pair<double, double>> grad_range,
-               std::size_t weight_cache_bytes) {
+py::list run(std::uint64_t n_samples, std::size_t input_dim,
+             const std::vector<std::uint64_t>& seeds, const py::object& inputs,
+             const std::vector<PyLayerSpec>& layers, int bins, double hist_low, double hist_high,
+             int threads, std::size_t chunk_size, bool keep_activations, bool gradients,
+             const py::object& output_grad, int grad_bins,
+             std::optional<std::pair<double, double>> grad_range, std::size_t weight_cache_bytes) {
     using Array = py::array_t<T, py::array::c_style | py::array::forcecast>;
     RunSpec spec;
     spec.n_samples = n_samples;
     spec.input_dim = input_dim;
-    spec.seed = seed;
     spec.bins = bins;
     spec.hist_low = hist_low;
     spec.hist_high = hist_high;
@@ -206,7 +255,6 @@ PyRawStats run(std::uint64_t n_samples, std::size_t input_dim, std::uint64_t see
         spec.inputs = data.data();
         alive.push_back(data);
     }
-    py::list kept;
     for (std::size_t l = 0; l < layers.size(); ++l) {
         const PyLayerSpec& given = layers[l];
         const std::string name = "layer " + std::to_string(l);
@@ -237,12 +285,6 @@ PyRawStats run(std::uint64_t n_samples, std::size_t input_dim, std::uint64_t see
         } else if (!given.weights.is_none()) {
             throw py::value_error(name + ": weights are for source given only");
         }
-        if (keep_activations) {
-            py::array_t<T> out(
-                {static_cast<py::ssize_t>(n_samples), static_cast<py::ssize_t>(layer.fan_out)});
-            layer.kept = out.mutable_data();
-            kept.append(out);
-        }
         spec.layers.push_back(layer);
     }
     if (!output_grad.is_none()) {
@@ -263,36 +305,30 @@ PyRawStats run(std::uint64_t n_samples, std::size_t input_dim, std::uint64_t see
         py::gil_scoped_acquire acquire;
         return PyErr_CheckSignals() != 0;
     };
-    std::vector<LayerResult> results;
-    try {
-        py::gil_scoped_release release;  // safe: the core reads and writes only the buffers of
-                                         // arrays held in `alive` and `kept`, and its own
-        results = propagate(spec, check);
-    } catch (const Interrupted&) {
-        throw py::error_already_set();  // the KeyboardInterrupt PyErr_CheckSignals raised
+    py::list runs;
+    for (const std::uint64_t seed : seeds) {
+        spec.seed = seed;
+        py::list kept;  // this run's activations, one (n_samples, width) array per layer
+        if (keep_activations)
+            for (LayerSpec& layer : spec.layers) {
+                py::array_t<T> out({static_cast<py::ssize_t>(n_samples),
+                                    static_cast<py::ssize_t>(layer.fan_out)});
+                layer.kept = out.mutable_data();
+                kept.append(out);
+            }
+        std::vector<LayerResult> results;
+        try {
+            py::gil_scoped_release release;  // safe: the core reads and writes only the buffers
+                                             // of arrays held in `alive` and `kept`, and its own
+            results = propagate(spec, check);
+        } catch (const Interrupted&) {
+            throw py::error_already_set();  // the KeyboardInterrupt PyErr_CheckSignals raised
+        }
+        PyRawStats out = raw_stats(results, bins, gradients, grad_bins);
+        if (keep_activations) out.activations = kept;
+        runs.append(std::move(out));
     }
-
-    PyRawStats out;
-    for (const auto& r : results) {
-        out.unit_mean.append(vector_array(r.unit_mean));
-        out.unit_m2.append(vector_array(r.unit_m2));
-        out.pre_unit_mean.append(vector_array(r.pre_unit_mean));
-        out.pre_unit_m2.append(vector_array(r.pre_unit_m2));
-    }
-    out.min = per_layer(results, [](const LayerResult& r) { return r.min; });
-    out.max = per_layer(results, [](const LayerResult& r) { return r.max; });
-    out.deriv_sq_sum = per_layer(results, [](const LayerResult& r) { return r.deriv_sq_sum; });
-    out.hist = histograms(results, bins, [](const LayerResult& r) -> const auto& { return r.hist; });
-    out.below = per_layer_count(results, [](const LayerResult& r) { return r.below; });
-    out.above = per_layer_count(results, [](const LayerResult& r) { return r.above; });
-    out.zeros = per_layer_count(results, [](const LayerResult& r) { return r.zeros; });
-    out.saturated = per_layer_count(results, [](const LayerResult& r) { return r.saturated; });
-    out.nonfinite = per_layer_count(results, [](const LayerResult& r) { return r.nonfinite; });
-    out.pre_nonfinite =
-        per_layer_count(results, [](const LayerResult& r) { return r.pre_nonfinite; });
-    if (gradients) out.grads = py::cast(grad_stats(results, grad_bins));
-    if (keep_activations) out.activations = kept;
-    return out;
+    return runs;
 }
 
 void bind_testing(py::module_& m) {
@@ -421,27 +457,27 @@ PYBIND11_MODULE(_core, m) {
 
     m.def(
         "propagate",
-        [](std::uint64_t n_samples, std::size_t input_dim, std::uint64_t seed,
-           const py::object& dtype, const py::object& inputs,
-           const std::vector<PyLayerSpec>& layers, int bins, double hist_low, double hist_high,
-           int threads, std::size_t chunk_size, bool keep_activations, bool gradients,
-           const py::object& output_grad, int grad_bins,
+        [](std::uint64_t n_samples, std::size_t input_dim,
+           const std::vector<std::uint64_t>& seeds, const py::object& dtype,
+           const py::object& inputs, const std::vector<PyLayerSpec>& layers, int bins,
+           double hist_low, double hist_high, int threads, std::size_t chunk_size,
+           bool keep_activations, bool gradients, const py::object& output_grad, int grad_bins,
            std::optional<std::pair<double, double>> grad_range, std::size_t weight_cache_bytes) {
             if (is_float32(dtype))
-                return run<float>(n_samples, input_dim, seed, inputs, layers, bins, hist_low,
+                return run<float>(n_samples, input_dim, seeds, inputs, layers, bins, hist_low,
                                   hist_high, threads, chunk_size, keep_activations, gradients,
                                   output_grad, grad_bins, grad_range, weight_cache_bytes);
-            return run<double>(n_samples, input_dim, seed, inputs, layers, bins, hist_low,
+            return run<double>(n_samples, input_dim, seeds, inputs, layers, bins, hist_low,
                                hist_high, threads, chunk_size, keep_activations, gradients,
                                output_grad, grad_bins, grad_range, weight_cache_bytes);
         },
-        py::kw_only(), py::arg("n_samples"), py::arg("input_dim"), py::arg("seed"),
+        py::kw_only(), py::arg("n_samples"), py::arg("input_dim"), py::arg("seeds"),
         py::arg("dtype"), py::arg("inputs"), py::arg("layers"), py::arg("bins"),
         py::arg("hist_low"), py::arg("hist_high"), py::arg("threads"), py::arg("chunk_size"),
         py::arg("keep_activations"), py::arg("gradients") = false,
         py::arg("output_grad") = py::none(), py::arg("grad_bins") = 30,
         py::arg("grad_range") = py::none(), py::arg("weight_cache_bytes") = kWeightCacheBytes,
-        "Run a checked plan; returns its RawStats.");
+        "Run a checked plan once per seed; returns each run's RawStats.");
 
     m.def(
         "blas_info",

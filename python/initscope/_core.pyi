@@ -73,13 +73,13 @@ class RawStats:
     """What a run returns: the fields of ``initscope.result.RawStats``, read-only."""
 
     @property
-    def unit_mean(self) -> list[NDArray[np.float64]]: ...
+    def unit_mean(self) -> list[NDArray[np.float64]] | NDArray[np.float64]: ...
     @property
-    def unit_m2(self) -> list[NDArray[np.float64]]: ...
+    def unit_m2(self) -> list[NDArray[np.float64]] | NDArray[np.float64]: ...
     @property
-    def pre_unit_mean(self) -> list[NDArray[np.float64]]: ...
+    def pre_unit_mean(self) -> list[NDArray[np.float64]] | NDArray[np.float64]: ...
     @property
-    def pre_unit_m2(self) -> list[NDArray[np.float64]]: ...
+    def pre_unit_m2(self) -> list[NDArray[np.float64]] | NDArray[np.float64]: ...
     @property
     def min(self) -> NDArray[np.float64]: ...
     @property
@@ -109,9 +109,9 @@ class GradStats:
     """What a run with gradients returns: the fields of ``initscope.result.GradRaw``."""
 
     @property
-    def unit_mean(self) -> list[NDArray[np.float64]]: ...
+    def unit_mean(self) -> list[NDArray[np.float64]] | NDArray[np.float64]: ...
     @property
-    def unit_m2(self) -> list[NDArray[np.float64]]: ...
+    def unit_m2(self) -> list[NDArray[np.float64]] | NDArray[np.float64]: ...
     @property
     def min(self) -> NDArray[np.float64]: ...
     @property
@@ -137,7 +137,7 @@ def propagate(
     *,
     n_samples: int,
     input_dim: int,
-    seed: int,
+    seeds: list[int],
     dtype: DTypeLike,
     inputs: NDArray[np.floating] | None,
     layers: list[LayerSpec],
@@ -152,8 +152,8 @@ def propagate(
     grad_bins: int = 30,
     grad_range: tuple[float, float] | None = None,
     weight_cache_bytes: int = ...,
-) -> RawStats:
-    """Run a checked plan; returns its RawStats."""
+) -> list[RawStats]:
+    """Run a checked plan once per seed; returns each run's RawStats."""
 
 def blas_info() -> dict[str, str]:
     """OpenBLAS's configuration and the kernel family it picked for this CPU."""

@@ -20,12 +20,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GradRaw",
+    "PerUnit",
     "PropagationResult",
     "RawStats",
     "finish_runs",
     "finish_shape",
     "layer_moments",
 ]
+
+
+#: A per-unit accumulator of every layer: one array per layer, or one ``(layers, width)``
+#: array when every layer has the same width (a row per layer, as the list's items).
+PerUnit = list[NDArray[np.float64]] | NDArray[np.float64]
 
 
 @dataclass
@@ -40,8 +46,8 @@ class GradRaw:
     population std, two-pass).
     """
 
-    unit_mean: list[NDArray[np.float64]]
-    unit_m2: list[NDArray[np.float64]]
+    unit_mean: PerUnit
+    unit_m2: PerUnit
     min: NDArray[np.float64]
     max: NDArray[np.float64]
     hist: NDArray[np.int64]  # (L, grad_bins)
@@ -59,17 +65,19 @@ class RawStats:
     """The accumulators every backend fills, one entry per layer.
 
     ``unit_mean[l]`` and ``unit_m2[l]`` are per unit (column): the mean over samples and the
-    sum of squared deviations from it (``pre_`` for the pre-activations).  Integer counts
+    sum of squared deviations from it (``pre_`` for the pre-activations); a list of one
+    array per layer, or one ``(layers, width)`` array when every layer has the same width
+    (:data:`PerUnit`).  Integer counts
     are over all ``n_samples * width`` entries; ``min`` and ``max`` over the finite ones.
     ``deriv_sq_sum[l]`` is the sum of ``phi'(h_l)**2`` over all entries (NaN if any is NaN;
     None from a backend that does not compute it), ``grads`` the backward pass's
     accumulators of a run with gradients.
     """
 
-    unit_mean: list[NDArray[np.float64]]
-    unit_m2: list[NDArray[np.float64]]
-    pre_unit_mean: list[NDArray[np.float64]]
-    pre_unit_m2: list[NDArray[np.float64]]
+    unit_mean: PerUnit
+    unit_m2: PerUnit
+    pre_unit_mean: PerUnit
+    pre_unit_m2: PerUnit
     min: NDArray[np.float64]
     max: NDArray[np.float64]
     hist: NDArray[np.int64]  # (L, bins)
@@ -85,14 +93,15 @@ class RawStats:
 
 
 def layer_moments(
-    unit_mean: Sequence[NDArray[np.float64]],
-    unit_m2: Sequence[NDArray[np.float64]],
+    unit_mean: Sequence[NDArray[np.float64]] | NDArray[np.float64],
+    unit_m2: Sequence[NDArray[np.float64]] | NDArray[np.float64],
     n: NDArray[np.int64],
     finite: NDArray[np.bool_],
 ) -> NDArray[np.float64]:
     """Per row (one layer of one run), from its per-unit accumulators over ``n[row]``
     samples: the mean and std over all entries, the mean over units of the squared unit
-    means and of the per-unit variances; ``(rows, 4)``, NaN where not ``finite``.
+    means and of the per-unit variances; ``(rows, 4)``, NaN where not ``finite``.  The
+    accumulators are one array per row, or one ``(rows, units)`` array.
 
     Chan et al.'s merge over units: every unit has ``n`` samples, so the mean is the mean of
     unit means and ``M2 = sum(M2_u) + n * sum((mean_u - mean)**2)``.  Rows of one width are
@@ -100,10 +109,10 @@ def layer_moments(
     sum of that row alone), so a row's figures never depend on the rows beside it.
     """
     out = np.empty((len(unit_mean), 4))
-    sizes = [len(u) for u in unit_mean]
     groups: list[Any]
+    sizes = [] if isinstance(unit_mean, np.ndarray) else [len(u) for u in unit_mean]
     if all(size == sizes[0] for size in sizes):
-        groups = [range(len(sizes))]
+        groups = [range(len(unit_mean))]
     else:
         by_width: dict[int, list[int]] = {}
         for row, size in enumerate(sizes):
@@ -111,8 +120,12 @@ def layer_moments(
         groups = list(by_width.values())
     with np.errstate(over="ignore", invalid="ignore"):  # squares of |a| > 1e154: inf std
         for rows in groups:
-            means = np.array([unit_mean[r] for r in rows], dtype=np.float64)
-            m2s = np.array([unit_m2[r] for r in rows], dtype=np.float64)
+            if isinstance(unit_mean, np.ndarray):
+                means = unit_mean.astype(np.float64, copy=False)
+                m2s = np.asarray(unit_m2, dtype=np.float64)
+            else:
+                means = np.array([unit_mean[r] for r in rows], dtype=np.float64)
+                m2s = np.array([unit_m2[r] for r in rows], dtype=np.float64)
             units = means.shape[1]
             count = n if isinstance(rows, range) else n[rows]
             mean = means.sum(axis=1) / units
@@ -130,15 +143,25 @@ def layer_moments(
 
 def _run_moments(
     plans: Sequence[Plan],
-    accumulators: Sequence[tuple[Sequence[NDArray[np.float64]], Sequence[NDArray[np.float64]]]],
+    accumulators: Sequence[tuple[PerUnit, PerUnit]],
     nonfinite: NDArray[np.int64],
 ) -> NDArray[np.float64]:
     """:func:`layer_moments` of every layer of every run, ``(runs, layers, 4)``, from each
     run's per-layer ``(unit_mean, unit_m2)`` and its ``(runs, layers)`` non-finite counts."""
     runs, depth = nonfinite.shape
+    means = [m for m, _ in accumulators]
+    m2s = [m2 for _, m2 in accumulators]
+    unit_mean: list[NDArray[np.float64]] | NDArray[np.float64]
+    unit_m2: list[NDArray[np.float64]] | NDArray[np.float64]
+    shapes = {m.shape if isinstance(m, np.ndarray) else None for m in means}
+    if len(shapes) == 1 and None not in shapes:  # (runs * depth, width) at once
+        unit_mean, unit_m2 = np.concatenate(means), np.concatenate(m2s)
+    else:
+        unit_mean = [u for m in means for u in m]
+        unit_m2 = [u for m2 in m2s for u in m2]
     return layer_moments(
-        [u for means, _ in accumulators for u in means],
-        [u for _, m2s in accumulators for u in m2s],
+        unit_mean,
+        unit_m2,
         np.repeat(np.array([p.n_samples for p in plans], dtype=np.int64), depth),
         nonfinite.reshape(-1) == 0,
     ).reshape(runs, depth, 4)

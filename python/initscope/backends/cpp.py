@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Sequence
 from functools import cache
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 # Functions below call _load() first (OpenBLAS before the extension), then import _core by
 # name, so that mypy checks their calls against _core.pyi.
 
-__all__ = ["check_available", "estimate_memory", "run"]
+__all__ = ["check_available", "estimate_memory", "run", "run_seeds"]
 
 
 @cache
@@ -101,13 +102,20 @@ def _layer_specs(plan: Plan) -> list[_core.LayerSpec]:
 
 def run(plan: Plan) -> RawStats:
     """Propagate ``plan`` in C++ and return its raw accumulators."""
+    return run_seeds(plan, [plan.seed])[0]
+
+
+def run_seeds(plan: Plan, seeds: Sequence[int]) -> list[RawStats]:
+    """:func:`run` of ``plan`` with each seed of ``seeds`` in turn (built weights, if the
+    plan has any, are the same for all): the arguments are converted once, in one call to
+    the kernel, which is what a sweep's many small runs of one network need."""
     _load()
     from .. import _core
 
-    raw = _core.propagate(
+    raws = _core.propagate(
         n_samples=plan.n_samples,
         input_dim=plan.input_dim,
-        seed=plan.seed,
+        seeds=list(seeds),
         dtype=plan.dtype.name,
         inputs=plan.inputs,
         layers=_layer_specs(plan),
@@ -122,6 +130,10 @@ def run(plan: Plan) -> RawStats:
         grad_bins=plan.grad_bins,
         grad_range=plan.grad_range,
     )
+    return [_raw_stats(raw) for raw in raws]
+
+
+def _raw_stats(raw: _core.RawStats) -> RawStats:
     grads = raw.grads
     return RawStats(
         unit_mean=raw.unit_mean,

@@ -66,8 +66,14 @@ Task = tuple[int, str, Plan, tuple[int, ...]]  # (index, backend, plan, seeds)
 
 
 def run_seeds(backend: str, plan: Plan, seeds: tuple[int, ...]) -> tuple[list[Plan], list[Any]]:
-    """The kernel's part of a configuration: each repeat's plan and raw accumulators."""
+    """The kernel's part of a configuration: each repeat's plan and raw accumulators.
+
+    When every layer's weights are drawn by the kernel (the plan is its own
+    :meth:`~Plan.with_weights`), the repeats differ in their seed alone, and a backend with
+    ``run_seeds`` runs them all in one call."""
     module = get_backend(backend)[1]
+    if plan.with_weights() is plan and hasattr(module, "run_seeds"):
+        return [plan] * len(seeds), module.run_seeds(plan, seeds)
     plans = [replace(plan, seed=seed).with_weights() for seed in seeds]
     return plans, [module.run(p) for p in plans]
 
@@ -86,13 +92,10 @@ def run_batch(tasks: list[Task]) -> list[Outcome]:
     becomes a failed :class:`Outcome`; the others are unaffected."""
     outcomes: list[Outcome | None] = [None] * len(tasks)
     groups: dict[tuple[str, Any], list[tuple[int, list[Plan], list[Any]]]] = {}
-    for position, (index, backend, plan, seeds) in enumerate(tasks):
-        try:
-            plans, raws = run_seeds(backend, plan, seeds)
-        except Exception as error:  # a failing configuration must not stop the others
-            outcomes[position] = failed(index, error)
-            continue
-        groups.setdefault((backend, finish_shape(plan)), []).append((position, plans, raws))
+    for positions in _sharing_a_plan(tasks):
+        for position, plans, raws in _run_together(tasks, positions, outcomes):
+            backend, plan = tasks[position][1:3]
+            groups.setdefault((backend, finish_shape(plan)), []).append((position, plans, raws))
     for (backend, _), ran in groups.items():
         try:
             _finish_group(tasks, ran, backend, outcomes)
@@ -103,6 +106,40 @@ def run_batch(tasks: list[Task]) -> list[Outcome]:
                 except Exception as error:
                     outcomes[item[0]] = failed(tasks[item[0]][0], error)
     return cast("list[Outcome]", outcomes)
+
+
+def _sharing_a_plan(tasks: list[Task]) -> list[list[int]]:
+    """The positions of ``tasks`` in groups of consecutive ones with the same backend and
+    plan (a grid over seeds: configurations that differ in their seed alone)."""
+    groups: list[list[int]] = []
+    for position, (_, backend, plan, _) in enumerate(tasks):
+        if groups and tasks[groups[-1][0]][1] == backend and tasks[groups[-1][0]][2] is plan:
+            groups[-1].append(position)
+        else:
+            groups.append([position])
+    return groups
+
+
+def _run_together(
+    tasks: list[Task], positions: list[int], outcomes: list[Outcome | None]
+) -> list[tuple[int, list[Plan], list[Any]]]:
+    """``(position, plans, raws)`` of the tasks at ``positions`` (one backend and plan), run
+    in one :func:`run_seeds`; if that raises, one by one, so that an error becomes the
+    failed outcome of its own configuration and the others are unaffected."""
+    backend, plan = tasks[positions[0]][1:3]
+    try:
+        plans, raws = run_seeds(backend, plan, tuple(s for p in positions for s in tasks[p][3]))
+    except Exception as error:
+        if len(positions) == 1:
+            outcomes[positions[0]] = failed(tasks[positions[0]][0], error)
+            return []
+        return [run for p in positions for run in _run_together(tasks, [p], outcomes)]
+    ran, start = [], 0
+    for p in positions:
+        stop = start + len(tasks[p][3])
+        ran.append((p, plans[start:stop], raws[start:stop]))
+        start = stop
+    return ran
 
 
 def _finish_group(
