@@ -131,6 +131,21 @@ def test_config_ids_are_stable_and_cover_what_changes_numbers():
     assert first_id(init="xavier", n_samples=1000, chunk_size=240) == ids[0]
     for changed in ({"n_samples": 999}, {"init": "he_normal"}, {"bins": 31}, {"bias": 0.1}):
         assert first_id(**changed) != ids[0], changed
+    # in a grid over seeds, each configuration is what it would be alone
+    seeded, _ = grid_module.expand(
+        {"seed": [3, 7, 11], "width": [8, 9]}, {"depth": 2}, repeats=1, seed=0, max_configs=None
+    )
+    assert len({c.config_id for c in seeded}) == 6
+    for config in seeded:
+        (alone,), _ = grid_module.expand(
+            {"seed": [config.columns["seed"]]},
+            {"depth": 2, "width": config.columns["width"]},
+            repeats=1,
+            seed=0,
+            max_configs=None,
+        )
+        assert (alone.config_id, alone.seeds) == (config.config_id, config.seeds)
+        assert alone.kwargs == config.kwargs
 
 
 def test_one_and_two_workers_give_identical_tables():

@@ -344,11 +344,19 @@ def expand(
 
     keys = list(lists)
     configs: list[Config] = []
+    # configurations that differ in their seed alone differ in nothing else: the first of
+    # them is built in full, the others from it
+    first: dict[tuple[int, ...], tuple[Config, dict[str, Any]]] = {}
     for index, combo in enumerate(itertools.product(*(range(len(lists[k])) for k in keys))):
+        run_key = tuple(i for k, i in zip(keys, combo, strict=True) if k != "seed")
+        if "seed" in lists and run_key in first:
+            i = combo[keys.index("seed")]
+            configs.append(_reseeded(*first[run_key], index, *normal_lists["seed"][i]))
+            continue
         chosen = {k: (normal_lists[k][i], lists[k][i]) for k, i in zip(keys, combo, strict=True)}
         chosen |= {k: (normal_fixed[k], constants[k]) for k in constants}
-        run_key = tuple(i for k, i in zip(keys, combo, strict=True) if k != "seed")
-        configs.append(_config(index, chosen, repeats, seed, run_key))
+        first[run_key] = _config(index, chosen, repeats, seed, run_key)
+        configs.append(first[run_key][0])
     _check_distinct(configs, keys, lists)
     identity = {
         "format": FORMAT_VERSION,
@@ -395,7 +403,9 @@ def _config(
     repeats: int,
     seed: int,
     run_key: tuple[int, ...],
-) -> Config:
+) -> tuple[Config, dict[str, Any]]:
+    """The configuration of the grid entries ``chosen``, and the normalised parameters its
+    ``config_id`` hashes."""
     tokens = {k: tc[0] for k, (tc, _) in chosen.items()}
     columns = {k: tc[1] for k, (tc, _) in chosen.items()}
     raw = {k: v for k, (_, v) in chosen.items()}
@@ -447,7 +457,17 @@ def _config(
         seeds: tuple[int, ...] = (tokens["seed"],)
     else:
         seeds = tuple(repeat_seed(seed, config_id, r) for r in range(repeats))
-    return Config(index, config_id, columns, kwargs, seeds, run_key)
+    return Config(index, config_id, columns, kwargs, seeds, run_key), hashed
+
+
+def _reseeded(
+    config: Config, hashed: dict[str, Any], index: int, token: int, column: Any
+) -> Config:
+    """``config`` (built by :func:`_config` from ``hashed``) with the grid's seed ``token``
+    (shown as ``column``) instead of its own."""
+    config_id = _digest({"format": FORMAT_VERSION, "run": {**hashed, "seed": token}})
+    columns = {**config.columns, "seed": column}
+    return Config(index, config_id, columns, config.kwargs, (token,), config.run_key)
 
 
 def sweep_id(identity: dict[str, Any]) -> str:
