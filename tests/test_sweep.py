@@ -308,6 +308,34 @@ def test_failing_configuration_is_reported_and_the_others_written(tmp_path):
     assert sorted(written["width"].unique()) == [8, 21]
 
 
+def test_a_failing_seed_among_runs_of_one_call_fails_alone(monkeypatch):
+    """A grid over seeds runs a batch's seeds in one kernel call; if it raises, the
+    configurations run one by one, so that only the failing one is reported."""
+    from initscope.backends import cpp
+
+    real = cpp.run_seeds
+    calls = []
+
+    def run_seeds(plan, seeds):
+        calls.append(list(seeds))
+        if 13 in seeds:
+            raise RuntimeError("no thirteen")
+        return real(plan, seeds)
+
+    monkeypatch.setattr(cpp, "run_seeds", run_seeds)
+    fixed = {"widths": [6, 5], "n_samples": 20, "backend": "cpp"}
+    with pytest.raises(initscope.SweepError, match=r"1 of 4 configurations failed") as info:
+        initscope.sweep({"seed": [11, 12, 13, 14]}, fixed=fixed, workers=1)
+    assert [params["seed"] for params, _ in info.value.failures] == [13]
+    # two batches for one thread (runner.batches): 11 and 12 together, 13 and 14 together,
+    # then 13 and 14 one by one
+    assert calls == [[11, 12], [13, 14], [13], [14]]
+    monkeypatch.setattr(cpp, "run_seeds", real)
+    df = initscope.sweep({"seed": [11, 12, 14]}, fixed=fixed, workers=1)
+    for s, rows in df.groupby("seed"):
+        _check_rows(rows, [6, 5], int(s), n_samples=20)
+
+
 def test_out_written_resumed_and_loaded(tmp_path):
     out = tmp_path / "res"
     grid = {"width": [8, 16], "sigma_w": [1.0, 1.5]}
