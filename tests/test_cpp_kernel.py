@@ -142,6 +142,42 @@ def test_chunks_of_whole_tiles_give_the_same_bits(chunk_size):
         assert _bytes(getattr(raw, field.name)) == _bytes(getattr(whole, field.name)), field.name
 
 
+@pytest.mark.parametrize(("width", "split"), [(2048, 1000), (3000, 1496)])
+def test_a_wide_layer_in_column_blocks_is_its_columns_run_alone(width, split):
+    """A layer of 2 * 512 columns or more runs in blocks of about 512 columns (so that a
+    layer with few tiles gives every thread work): its per-unit statistics are exactly
+    those of its first `split` columns and of the others, each run as a layer of its own,
+    its counts their sums, min and max theirs; and any thread count gives the same bits."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((500, 30))
+    w = rng.standard_normal((30, width)) / np.sqrt(30)
+    common = dict(inputs=x, activation="tanh", bins=16, hist_range=(-0.8, 0.8))
+
+    def raw(weights, threads):
+        plan = make_plan([weights.shape[1]], init=lambda i, o: weights, threads=threads, **common)
+        return cpp.run(plan.with_weights())
+
+    wide = raw(w, 1)
+    halves = [
+        raw(np.ascontiguousarray(w[:, :split]), 1),
+        raw(np.ascontiguousarray(w[:, split:]), 1),
+    ]
+    for name in ("unit_mean", "unit_m2", "pre_unit_mean", "pre_unit_m2"):
+        joined = np.concatenate([np.asarray(getattr(h, name))[0] for h in halves])
+        assert _bytes(np.asarray(getattr(wide, name))[0]) == _bytes(joined), name
+    for name in ("hist", "below", "above", "zeros", "saturated", "nonfinite"):
+        assert np.array_equal(getattr(wide, name), sum(getattr(h, name) for h in halves)), name
+    assert wide.min[0] == min(h.min[0] for h in halves)
+    assert wide.max[0] == max(h.max[0] for h in halves)
+    assert wide.deriv_sq_sum[0] == pytest.approx(sum(h.deriv_sq_sum[0] for h in halves), rel=1e-13)
+    # the activations themselves: tanh of the product, as NumPy computes it
+    np.testing.assert_allclose(
+        np.asarray(wide.unit_mean)[0], np.tanh(x @ w).mean(axis=0), atol=1e-12
+    )
+    for threads in (2, 3):
+        _assert_same_fields(raw(w, threads), wide, RawStats)
+
+
 def _stub() -> dict[str, ast.AST]:
     path = Path(cpp.__file__).parent.parent / "_core.pyi"
     return {

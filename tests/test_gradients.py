@@ -170,6 +170,25 @@ def test_every_gradient_field_matches_a_backward_pass_by_hand(backend, activatio
     np.testing.assert_allclose(result.chi1, [2.0 * np.mean(s * s) for s in slopes], rtol=1e-12)
 
 
+def test_a_layer_wide_enough_for_column_blocks_matches_a_backward_pass_by_hand(fast_backend):
+    """2100 units: the C++ kernel multiplies and gathers it in four blocks of columns, the
+    slopes kept for the way back scattered into place; any thread count, the same bits."""
+    case = _case("tanh", n=300, widths=(2100, 7), input_dim=9)
+    kwargs = dict(
+        inputs=case["inputs"], output_grad=case["output_grad"], activation="tanh",
+        bias=case["bias"], seed=case["seed"], init="he_uniform", gradients=True,
+        grad_bins=12, grad_range=(-1.5, 1.5), backend=fast_backend,
+    )  # fmt: skip
+    result = initscope.propagate(case["widths"], threads=1, **kwargs)
+    weights, biases = network(case["seed"], case["widths"], 9, "he_uniform", case["bias"])
+    _, slopes, deltas, weight_grads = backward_by_hand(
+        case["inputs"], weights, biases, _acts(result), case["output_grad"]
+    )
+    assert_gradients_equal(result, deltas, weight_grads, weights, rtol=1e-10)
+    np.testing.assert_allclose(result.chi1, [2.0 * np.mean(s * s) for s in slopes], rtol=1e-12)
+    invariance.assert_identical([result, initscope.propagate(case["widths"], threads=3, **kwargs)])
+
+
 @pytest.mark.parametrize("activation", ["tanh", "relu", "gelu", "selu", "leaky_relu"])
 def test_float32_runs_match_the_float64_pass_to_float32_accuracy(backend, activation):
     case = _case(activation, n=300, widths=(40, 30, 20), input_dim=25, bias=0.1)

@@ -17,9 +17,10 @@
 
 namespace initscope {
 
-/// Tiles are the samples [t * kTileRows, min(n, (t + 1) * kTileRows)), one GEMM call each:
-/// every call's shape depends on the number of samples alone (never on the chunk or the
-/// threads), so any BLAS kernel computes every sample alike. 240 rows: large enough for the
+/// Tiles are the samples [t * kTileRows, min(n, (t + 1) * kTileRows)), one GEMM call each
+/// (per block of columns, below): every call's shape depends on the number of samples and
+/// the layer alone (never on the chunk or the threads), so any BLAS kernel computes every
+/// sample alike. 240 rows: large enough for the
 /// GEMM to run near its peak, small enough to stay in L2/L3 and to balance threads.
 constexpr std::size_t kTileRows = 240;
 /// Wide layers (fan_in * fan_out >= kWideWeights) multiply kWideTiles tiles per GEMM call:
@@ -32,6 +33,19 @@ constexpr std::size_t kWideWeights = std::size_t(1) << 23;
 /// Tiles per GEMM call of a layer: fixed by the network alone.
 constexpr std::size_t gemm_tiles(std::size_t fan_in, std::size_t fan_out) {
     return fan_in * fan_out >= kWideWeights ? kWideTiles : 1;
+}
+/// Layers at least 2 * kBlockColumns wide multiply, and gather their statistics, in blocks
+/// of about kBlockColumns columns (fixed by the width alone, as tiles are by the samples):
+/// then a layer with few tiles still gives every thread work. Per-column statistics merge
+/// exactly, so the results do not depend on the blocks.
+constexpr std::size_t kBlockColumns = 512;
+constexpr std::size_t column_blocks(std::size_t fan_out) {
+    return fan_out >= 2 * kBlockColumns ? fan_out / kBlockColumns : 1;
+}
+/// The first column of block b of `blocks` of a layer fan_out wide (fan_out for b = blocks):
+/// a multiple of 8, so that every block starts on a cache line.
+constexpr std::size_t block_column(std::size_t b, std::size_t blocks, std::size_t fan_out) {
+    return b == blocks ? fan_out : b * fan_out / blocks / 8 * 8;
 }
 /// Rows of a layer's inputs per weight-gradient job: a fixed partition of dW (never the
 /// thread count's), so that every GEMM call's shape is fixed by the network alone.

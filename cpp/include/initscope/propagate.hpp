@@ -203,7 +203,11 @@ public:
         deriv_scratch_.resize(threads);
         thread_hist_.resize(threads);
         const std::size_t tiles = (chunk_ + kTileRows - 1) / kTileRows;
-        tile_stats_.resize(tiles);
+        std::size_t blocks = 1;
+        for (const auto& layer : spec.layers)
+            blocks = std::max(blocks, column_blocks(layer.fan_out));
+        tile_stats_.resize(tiles * blocks);
+        if (blocks > 1) pre_scratch_.resize(threads);
         if (grads_) {
             grad_stats_.resize(depth_);
             for (std::size_t l = 0; l < depth_; ++l)
@@ -447,13 +451,19 @@ private:
             hist_.sat_low = layer.sat_low;
             hist_.sat_high = layer.sat_high;
             reset_thread_hist(spec_.bins);
+            // jobs: every GEMM group of tiles times every block of columns
             const std::size_t group = gemm_tiles(fan_in(l), fan_out(l));
-            parallel_with_draws((tiles_.size() + group - 1) / group,
-                                [&](std::size_t me, std::size_t g) {
-                                    forward_tiles(me, l, g * group,
-                                                  std::min(tiles_.size(), (g + 1) * group));
-                                });
-            for (std::size_t t = 0; t < tiles_.size(); ++t) stats_[l].merge(tile_stats_[t]);
+            const std::size_t blocks = column_blocks(fan_out(l));
+            parallel_with_draws(
+                (tiles_.size() + group - 1) / group * blocks, [&](std::size_t me, std::size_t job) {
+                    const std::size_t g = job / blocks;
+                    forward_tiles(me, l, g * group, std::min(tiles_.size(), (g + 1) * group),
+                                  job % blocks, blocks);
+                });
+            for (std::size_t t = 0; t < tiles_.size(); ++t)
+                for (std::size_t b = 0; b < blocks; ++b)
+                    stats_[l].merge(tile_stats_[t * blocks + b],
+                                    block_column(b, blocks, fan_out(l)), b + 1 == blocks);
             for (const auto& counts : thread_hist_) stats_[l].merge(counts);
             if (grads_ && c == 0)
                 weight_std_[l] = two_pass_std(weights_of(l), fan_in(l) * fan_out(l));
@@ -464,48 +474,73 @@ private:
         }
     }
 
-    /// Tiles [t0, t1) of layer l (one GEMM group): one GEMM call over their rows, then
-    /// each tile's statistics.
-    void forward_tiles(std::size_t me, std::size_t l, std::size_t t0, std::size_t t1) {
+    /// Tiles [t0, t1) of layer l (one GEMM group), columns of block b of `blocks`: one GEMM
+    /// call over their rows, then each tile's statistics.
+    void forward_tiles(std::size_t me, std::size_t l, std::size_t t0, std::size_t t1, std::size_t b,
+                       std::size_t blocks) {
         const std::size_t n_in = fan_in(l), n_out = fan_out(l);
         const std::size_t begin = tiles_[t0].begin;
         const std::size_t rows = tiles_[t1 - 1].begin + tiles_[t1 - 1].rows - begin;
-        gemm(static_cast<int>(rows), static_cast<int>(n_out), static_cast<int>(n_in),
-             input_of(l) + begin * n_in, static_cast<int>(n_in), weights_of(l),
-             static_cast<int>(n_out), output_of(l) + begin * n_out, static_cast<int>(n_out));
-        for (std::size_t t = t0; t < t1; ++t) finish_tile(me, l, t);
+        const std::size_t c0 = block_column(b, blocks, n_out);
+        const std::size_t c1 = block_column(b + 1, blocks, n_out);
+        gemm(static_cast<int>(rows), static_cast<int>(c1 - c0), static_cast<int>(n_in),
+             input_of(l) + begin * n_in, static_cast<int>(n_in), weights_of(l) + c0,
+             static_cast<int>(n_out), output_of(l) + begin * n_out + c0, static_cast<int>(n_out));
+        for (std::size_t t = t0; t < t1; ++t) finish_tile(me, l, t, b, blocks);
     }
 
-    /// Tile t of layer l after its GEMM: a few rows at a time the bias, the activation and
-    /// its derivative (kept for the way back), and every statistic; the activations replace
-    /// H in place (the next layer's input).
-    void finish_tile(std::size_t me, std::size_t l, std::size_t t) {
+    /// Columns of block b (of `blocks`) of tile t of layer l after its GEMM: a few rows at a
+    /// time the bias, the activation and its derivative (kept for the way back), and every
+    /// statistic; the activations replace H in place (the next layer's input). A block
+    /// narrower than the layer is copied out first, so that the work runs on whole rows.
+    void finish_tile(std::size_t me, std::size_t l, std::size_t t, std::size_t b,
+                     std::size_t blocks) {
         const LayerSpec& layer = spec_.layers[l];
         const std::size_t n_out = layer.fan_out;
+        const std::size_t c0 = block_column(b, blocks, n_out);
+        const std::size_t width = block_column(b + 1, blocks, n_out) - c0;
+        const bool whole = width == n_out;
         const Tile& tile = tiles_[t];
-        T* y = output_of(l);
+        T* y = output_of(l) + c0;
         constexpr std::size_t block = TileStats::kBlock;
         std::vector<T>& post = scratch_[me];
-        post.resize(block * n_out);
+        post.resize(block * width);
         std::vector<T>& deriv = deriv_scratch_[me];
-        if (!grads_) deriv.resize(block * n_out);
-        TileStats& ts = tile_stats_[t];
-        ts.reset(n_out);
+        if (!grads_ || !whole) deriv.resize(block * width);
+        if (!whole) pre_scratch_[me].resize(block * width);
+        TileStats& ts = tile_stats_[t * blocks + b];
+        ts.reset(width);
         HistCounts& counts = thread_hist_[me];
-        const T* bias = biases_[l].empty() ? nullptr : biases_[l].data();
+        const T* bias = biases_[l].empty() ? nullptr : biases_[l].data() + c0;
         for (std::size_t r = 0; r < tile.rows; r += block) {
             const std::size_t count = std::min(block, tile.rows - r);
             T* h = y + (tile.begin + r) * n_out;
+            T* x = whole ? h : pre_scratch_[me].data();  // H of these rows, row stride width
+            if (!whole) copy_rows(h, n_out, x, width, count, width);
             if (bias != nullptr)
                 for (std::size_t i = 0; i < count; ++i)
-                    for (std::size_t j = 0; j < n_out; ++j)
-                        h[i * n_out + j] = h[i * n_out + j] + bias[j];
-            T* d = grads_ ? derivs_[l].get() + (tile.begin + r) * n_out : deriv.data();
-            activate_and_derive(layer.activation, layer.param, h, post.data(), d, count * n_out);
-            ts.add_rows(h, post.data(), count, hist_, counts);
+                    for (std::size_t j = 0; j < width; ++j)
+                        x[i * width + j] = x[i * width + j] + bias[j];
+            T* d = grads_ && whole ? derivs_[l].get() + (tile.begin + r) * n_out : deriv.data();
+            activate_and_derive(layer.activation, layer.param, x, post.data(), d, count * width);
+            ts.add_rows(x, post.data(), count, hist_, counts);
             ts.add_derivatives(d, count);
-            std::memcpy(h, post.data(), count * n_out * sizeof(T));
+            copy_rows(post.data(), width, h, n_out, count, width);
+            if (grads_ && !whole)
+                copy_rows(d, width, derivs_[l].get() + (tile.begin + r) * n_out + c0, n_out, count,
+                          width);
         }
+    }
+
+    /// Copies `count` rows of `width` values from src (row stride src_stride) to dst.
+    static void copy_rows(const T* src, std::size_t src_stride, T* dst, std::size_t dst_stride,
+                          std::size_t count, std::size_t width) {
+        if (src_stride == width && dst_stride == width) {
+            std::memcpy(dst, src, count * width * sizeof(T));
+            return;
+        }
+        for (std::size_t i = 0; i < count; ++i)
+            std::memcpy(dst + i * dst_stride, src + i * src_stride, width * sizeof(T));
     }
 
     // ---- backward ----------------------------------------------------------------------
@@ -658,7 +693,7 @@ private:
     std::vector<GradLayerStats> grad_stats_;
     std::vector<GradTileStats> grad_tile_stats_;
     std::vector<HistCounts> thread_hist_;
-    std::vector<std::vector<T>> scratch_, deriv_scratch_;
+    std::vector<std::vector<T>> scratch_, deriv_scratch_, pre_scratch_;
 
     std::vector<Buffer<T>> weight_grads_;
     std::vector<double> first_tile_max_, weight_std_, weight_grad_std_, weight_grad_norm_;

@@ -38,23 +38,30 @@ struct UnitMoments {
 
     /// Chan et al.'s merge of another set of n_b samples per unit (means mean_b, M2 m2_b).
     void merge(std::int64_t n_b, const double* mean_b, const double* m2_b) {
+        merge_columns(n_b, mean_b, m2_b, 0, mean.size());
+        n += n_b;
+    }
+
+    /// The same for units [first, first + width) alone, n left as it is: call it for every
+    /// block of columns of the n_b samples, then add n_b to n.
+    void merge_columns(std::int64_t n_b, const double* mean_b, const double* m2_b,
+                       std::size_t first, std::size_t width) {
         if (n_b == 0) return;
-        const std::size_t width = mean.size();
+        double* __restrict mu = mean.data() + first;
+        double* __restrict m = m2.data() + first;
         if (n == 0) {
-            std::copy(mean_b, mean_b + width, mean.begin());
-            std::copy(m2_b, m2_b + width, m2.begin());
-            n = n_b;
+            std::copy(mean_b, mean_b + width, mu);
+            std::copy(m2_b, m2_b + width, m);
             return;
         }
         const double total = static_cast<double>(n + n_b);
         const double w_b = static_cast<double>(n_b) / total;
         const double w_ab = static_cast<double>(n) * static_cast<double>(n_b) / total;
         for (std::size_t j = 0; j < width; ++j) {
-            const double delta = mean_b[j] - mean[j];
-            mean[j] += delta * w_b;
-            m2[j] += m2_b[j] + delta * delta * w_ab;
+            const double delta = mean_b[j] - mu[j];
+            mu[j] += delta * w_b;
+            m[j] += m2_b[j] + delta * delta * w_ab;
         }
-        n += n_b;
     }
 };
 
@@ -343,12 +350,19 @@ struct LayerStats {
         deriv_sq_sum = 0.0;
     }
 
-    void merge(TileStats& tile) {
+    /// Merges a tile's statistics of columns [first, first + tile.width): a tile gathered in
+    /// blocks of columns is merged block by block, from the first column on (the same
+    /// operations in the same order as the whole tile at once), `last` for its last block.
+    void merge(TileStats& tile, std::size_t first = 0, bool last = true) {
         if (tile.rows == 0) return;
         tile.finish_moments(true);
-        post.merge(tile.rows, tile.mean_buf.data(), tile.m2_buf.data());
+        post.merge_columns(tile.rows, tile.mean_buf.data(), tile.m2_buf.data(), first, tile.width);
         tile.finish_moments(false);
-        pre.merge(tile.rows, tile.mean_buf.data(), tile.m2_buf.data());
+        pre.merge_columns(tile.rows, tile.mean_buf.data(), tile.m2_buf.data(), first, tile.width);
+        if (last) {
+            post.n += tile.rows;
+            pre.n += tile.rows;
+        }
         merge_extrema(tile.min, tile.max, min, max);
         for (std::size_t j = 0; j < tile.width; ++j) deriv_sq_sum += tile.deriv_sq[j];
         zeros += tile.zeros;
