@@ -2,7 +2,7 @@
 for every ``chunk_size`` and every thread count, on every backend but the reference.
 
 This holds on any BLAS kernel because every GEMM call covers one tile of samples (four for
-a wide layer) and, in layers of 1024 units or more, one block of about 512 columns, whose
+a wide layer) and, in layers of 2048 units or more, one block of about 1024 columns, whose
 shape depends on ``n_samples`` and the network alone (``initscope.plan.TILE_ROWS``,
 ``chunk_multiple``), never on the chunk or the threads.  The
 checks are plain functions, so that ``test_backends.py`` runs them in-process

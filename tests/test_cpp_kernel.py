@@ -144,7 +144,7 @@ def test_chunks_of_whole_tiles_give_the_same_bits(chunk_size):
 
 @pytest.mark.parametrize(("width", "split"), [(2048, 1000), (3000, 1496)])
 def test_a_wide_layer_in_column_blocks_is_its_columns_run_alone(width, split):
-    """A layer of 2 * 512 columns or more runs in blocks of about 512 columns (so that a
+    """A layer of 2 * 1024 columns or more runs in blocks of about 1024 columns (so that a
     layer with few tiles gives every thread work): its per-unit statistics are exactly
     those of its first `split` columns and of the others, each run as a layer of its own,
     its counts their sums, min and max theirs; and any thread count gives the same bits."""

@@ -171,7 +171,7 @@ def test_every_gradient_field_matches_a_backward_pass_by_hand(backend, activatio
 
 
 def test_a_layer_wide_enough_for_column_blocks_matches_a_backward_pass_by_hand(fast_backend):
-    """2100 units: the C++ kernel multiplies and gathers it in four blocks of columns, the
+    """2100 units: the C++ kernel multiplies and gathers it in two blocks of columns, the
     slopes kept for the way back scattered into place; any thread count, the same bits."""
     case = _case("tanh", n=300, widths=(2100, 7), input_dim=9)
     kwargs = dict(

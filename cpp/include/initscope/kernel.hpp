@@ -38,7 +38,7 @@ constexpr std::size_t gemm_tiles(std::size_t fan_in, std::size_t fan_out) {
 /// of about kBlockColumns columns (fixed by the width alone, as tiles are by the samples):
 /// then a layer with few tiles still gives every thread work. Per-column statistics merge
 /// exactly, so the results do not depend on the blocks.
-constexpr std::size_t kBlockColumns = 512;
+constexpr std::size_t kBlockColumns = 1024;
 constexpr std::size_t column_blocks(std::size_t fan_out) {
     return fan_out >= 2 * kBlockColumns ? fan_out / kBlockColumns : 1;
 }
