@@ -1,6 +1,7 @@
-// The fused layer loop: samples in chunks through every layer; each chunk's rows in tiles,
-// each tile's GEMM followed, by the same thread while the tile is in cache, by the bias,
-// the activation, its derivative and every statistic. With gradients, each chunk then goes
+// The fused layer loop: samples in chunks through every layer; each chunk's rows in tiles
+// (and a wide layer's columns in blocks, kernel.hpp), each tile's GEMM followed, by the same
+// thread while the tile is in cache, by the bias, the activation, its derivative and every
+// statistic. With gradients, each chunk then goes
 // back through the layers: per tile, delta_{l-1} = (delta_l W_l^T) * act'(H_{l-1}) and its
 // statistics; per fixed block of a layer's inputs, dW_l += X_l^T delta_l, tile after tile.
 // Tiles (kernel.hpp, kTileRows) are fixed by the number of samples alone and merged in
