@@ -67,8 +67,8 @@ class RawStats:
     ``unit_mean[l]`` and ``unit_m2[l]`` are per unit (column): the mean over samples and the
     sum of squared deviations from it (``pre_`` for the pre-activations); a list of one
     array per layer, or one ``(layers, width)`` array when every layer has the same width
-    (:data:`PerUnit`).  Integer counts
-    are over all ``n_samples * width`` entries; ``min`` and ``max`` over the finite ones.
+    (:data:`PerUnit`).  Integer counts are over all ``n_samples * width`` entries; ``min``
+    and ``max`` over the finite ones.
     ``deriv_sq_sum[l]`` is the sum of ``phi'(h_l)**2`` over all entries (NaN if any is NaN;
     None from a backend that does not compute it), ``grads`` the backward pass's
     accumulators of a run with gradients.
