@@ -252,6 +252,11 @@ def _digest(payload: Any, size: int = 8) -> str:
     return hashlib.blake2b(text.encode(), digest_size=size).hexdigest()
 
 
+def _config_id(hashed: dict[str, Any]) -> str:
+    """The ``config_id`` of a configuration with normalised parameters ``hashed``."""
+    return _digest({"format": FORMAT_VERSION, "run": hashed})
+
+
 def repeat_seed(seed: int, config_id: str, repeat: int) -> int:
     """The seed of repeat ``repeat`` of configuration ``config_id`` in a sweep of ``seed``:
     a hash, so it depends on nothing else (machine, executor, workers, order)."""
@@ -347,11 +352,12 @@ def expand(
     # configurations that differ in their seed alone differ in nothing else: the first of
     # them is built in full, the others from it
     first: dict[tuple[int, ...], tuple[Config, dict[str, Any]]] = {}
+    seed_at = keys.index("seed") if "seed" in lists else None
     for index, combo in enumerate(itertools.product(*(range(len(lists[k])) for k in keys))):
         run_key = tuple(i for k, i in zip(keys, combo, strict=True) if k != "seed")
-        if "seed" in lists and run_key in first:
-            i = combo[keys.index("seed")]
-            configs.append(_reseeded(*first[run_key], index, *normal_lists["seed"][i]))
+        if seed_at is not None and run_key in first:
+            token, column = normal_lists["seed"][combo[seed_at]]
+            configs.append(_reseeded(*first[run_key], index, token, column))
             continue
         chosen = {k: (normal_lists[k][i], lists[k][i]) for k, i in zip(keys, combo, strict=True)}
         chosen |= {k: (normal_fixed[k], constants[k]) for k in constants}
@@ -452,7 +458,7 @@ def _config(
     if hashed["gradients"]:
         hashed["grad_bins"] = tokens.get("grad_bins", hashed["bins"])
         hashed["grad_range"] = tokens.get("grad_range")
-    config_id = _digest({"format": FORMAT_VERSION, "run": hashed})
+    config_id = _config_id(hashed)
     if "seed" in tokens:
         seeds: tuple[int, ...] = (tokens["seed"],)
     else:
@@ -465,7 +471,7 @@ def _reseeded(
 ) -> Config:
     """``config`` (built by :func:`_config` from ``hashed``) with the grid's seed ``token``
     (shown as ``column``) instead of its own."""
-    config_id = _digest({"format": FORMAT_VERSION, "run": {**hashed, "seed": token}})
+    config_id = _config_id({**hashed, "seed": token})
     columns = {**config.columns, "seed": column}
     return Config(index, config_id, columns, config.kwargs, (token,), config.run_key)
 
