@@ -142,14 +142,17 @@ def test_chunks_of_whole_tiles_give_the_same_bits(chunk_size):
         assert _bytes(getattr(raw, field.name)) == _bytes(getattr(whole, field.name)), field.name
 
 
-@pytest.mark.parametrize(("width", "split"), [(2048, 1000), (3000, 1496)])
-def test_a_wide_layer_in_column_blocks_is_its_columns_run_alone(width, split):
-    """A layer of 2 * 1024 columns or more runs in blocks of about 1024 columns (so that a
-    layer with few tiles gives every thread work): its per-unit statistics are exactly
-    those of its first `split` columns and of the others, each run as a layer of its own,
-    its counts their sums, min and max theirs; and any thread count gives the same bits."""
+@pytest.mark.parametrize(
+    ("width", "split", "n_samples"), [(2048, 1000, 500), (3000, 1496, 500), (600, 250, 100)]
+)
+def test_a_layer_in_column_blocks_is_its_columns_run_alone(width, split, n_samples):
+    """A layer of 2 * 1024 columns or more runs in blocks of about 1024 columns, and so does
+    one with few samples (fewer than 4 tiles) in blocks of 128 columns or more (so that every
+    thread has work): its per-unit statistics are exactly those of its first `split`
+    columns and of the others, each run as a layer of its own, its counts their sums, min
+    and max theirs; and any thread count gives the same bits."""
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((500, 30))
+    x = rng.standard_normal((n_samples, 30))
     w = rng.standard_normal((30, width)) / np.sqrt(30)
     common = dict(inputs=x, activation="tanh", bins=16, hist_range=(-0.8, 0.8))
 

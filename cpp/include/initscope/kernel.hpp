@@ -35,12 +35,22 @@ constexpr std::size_t gemm_tiles(std::size_t fan_in, std::size_t fan_out) {
     return fan_in * fan_out >= kWideWeights ? kWideTiles : 1;
 }
 /// Layers at least 2 * kBlockColumns wide multiply, and gather their statistics, in blocks
-/// of about kBlockColumns columns (fixed by the width alone, as tiles are by the samples):
-/// then a layer with few tiles still gives every thread work. Per-column statistics merge
-/// exactly, so the results do not depend on the blocks.
+/// of about kBlockColumns columns; so do layers with fewer than kMinJobs GEMM calls of rows
+/// (few samples), in up to kMinJobs / calls blocks of at least kMinBlockColumns columns: then
+/// every thread has work. The blocks are fixed by the layer and the number of samples alone
+/// (as tiles are), and per-column statistics merge exactly, so the results do not depend on
+/// the threads or the chunks.
 constexpr std::size_t kBlockColumns = 1024;
-constexpr std::size_t column_blocks(std::size_t fan_out) {
-    return fan_out >= 2 * kBlockColumns ? fan_out / kBlockColumns : 1;
+constexpr std::size_t kMinJobs = 4;
+constexpr std::size_t kMinBlockColumns = 128;
+/// Blocks of a layer fan_out wide whose samples make `calls` GEMM calls of rows.
+constexpr std::size_t column_blocks(std::size_t fan_out, std::size_t calls) {
+    const std::size_t wide = fan_out / kBlockColumns;
+    const std::size_t wanted = (kMinJobs + calls - 1) / calls;
+    const std::size_t most = fan_out / kMinBlockColumns;
+    const std::size_t few = wanted < most ? wanted : most;
+    const std::size_t blocks = wide > few ? wide : few;
+    return blocks > 1 ? blocks : 1;
 }
 /// The first column of block b of `blocks` of a layer fan_out wide (fan_out for b = blocks):
 /// a multiple of 8, so that every block starts on a cache line.

@@ -1,8 +1,8 @@
 // The fused layer loop: samples in chunks through every layer; each chunk's rows in tiles
-// (and a wide layer's columns in blocks, kernel.hpp), each tile's GEMM followed, by the same
-// thread while the tile is in cache, by the bias, the activation, its derivative and every
-// statistic. With gradients, each chunk then goes
-// back through the layers: per tile, delta_{l-1} = (delta_l W_l^T) * act'(H_{l-1}) and its
+// (and the columns of a wide layer, or of one with few samples, in blocks: kernel.hpp), each
+// tile's GEMM followed, by the same thread while the tile is in cache, by the bias, the
+// activation, its derivative and every statistic. With gradients, each chunk then goes back
+// through the layers: per tile, delta_{l-1} = (delta_l W_l^T) * act'(H_{l-1}) and its
 // statistics; per fixed block of a layer's inputs, dW_l += X_l^T delta_l, tile after tile.
 // Tiles (kernel.hpp, kTileRows) are fixed by the number of samples alone and merged in
 // order, so results are bit-identical for any chunk_size and any number of threads,
@@ -205,8 +205,7 @@ public:
         thread_hist_.resize(threads);
         const std::size_t tiles = (chunk_ + kTileRows - 1) / kTileRows;
         std::size_t blocks = 1;
-        for (const auto& layer : spec.layers)
-            blocks = std::max(blocks, column_blocks(layer.fan_out));
+        for (std::size_t l = 0; l < depth_; ++l) blocks = std::max(blocks, blocks_of(l));
         tile_stats_.resize(tiles * blocks);
         if (blocks > 1) pre_scratch_.resize(threads);
         if (grads_) {
@@ -253,6 +252,12 @@ private:
 
     std::size_t fan_in(std::size_t l) const { return spec_.layers[l].fan_in; }
     std::size_t fan_out(std::size_t l) const { return spec_.layers[l].fan_out; }
+    /// The blocks of columns of layer l (kernel.hpp): by its shape and the run's samples.
+    std::size_t blocks_of(std::size_t l) const {
+        const std::size_t group = gemm_tiles(fan_in(l), fan_out(l));
+        const std::size_t tiles = static_cast<std::size_t>((n_ + kTileRows - 1) / kTileRows);
+        return column_blocks(fan_out(l), (tiles + group - 1) / group);
+    }
 
     // ---- set-up ------------------------------------------------------------------------
 
@@ -454,7 +459,7 @@ private:
             reset_thread_hist(spec_.bins);
             // jobs: every GEMM group of tiles times every block of columns
             const std::size_t group = gemm_tiles(fan_in(l), fan_out(l));
-            const std::size_t blocks = column_blocks(fan_out(l));
+            const std::size_t blocks = blocks_of(l);
             parallel_with_draws(
                 (tiles_.size() + group - 1) / group * blocks, [&](std::size_t me, std::size_t job) {
                     const std::size_t g = job / blocks;
