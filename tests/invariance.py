@@ -2,9 +2,9 @@
 for every ``chunk_size`` and every thread count, on every backend but the reference.
 
 This holds on any BLAS kernel because every GEMM call covers one tile of samples (four for
-a wide layer) and, in layers of 2048 units or more, one block of about 1024 columns, whose
-shape depends on ``n_samples`` and the network alone (``initscope.plan.TILE_ROWS``,
-``chunk_multiple``), never on the chunk or the threads.  The
+a wide layer) and, in layers of 2048 units or more or with few samples, one block of
+columns, whose shape depends on ``n_samples`` and the network alone
+(``initscope.plan.TILE_ROWS``, ``chunk_multiple``), never on the chunk or the threads.  The
 checks are plain functions, so that ``test_backends.py`` runs them in-process
 and ``test_kernel_families.py`` runs this file as a script under each OpenBLAS core type:
 
@@ -32,13 +32,14 @@ GRAD_FIELDS = (*initscope.PropagationResult.GRAD_FIELDS, "grad_hist", "grad_rang
 #: Shapes where kernels differ: float32 edge rows of a register block (65 units, 193 and
 #: 1000 samples: partial tiles), a deep stack with biases, a layer wider than it is deep, and
 #: a wide layer (2048 x 4096 weights: four tiles per GEMM call, the last group short) after a
-#: narrower one.
+#: narrower one, and layers with few samples (two tiles) in blocks of columns, with gradients.
 CASES: tuple[dict[str, Any], ...] = (
     dict(widths=[65], n_samples=193, activation="linear", dtype="float32", init="glorot_normal"),
     dict(widths=[65, 33], n_samples=1000, activation="tanh", dtype="float32", bias=0.3),
     dict(widths=[130, 130, 7], n_samples=721, activation="relu", dtype="float64", bias=0.1),
     dict(widths=[300, 200], n_samples=1500, activation="gelu", dtype="float32"),
     dict(widths=[2048, 4096], input_dim=2048, n_samples=1201, dtype="float32"),
+    dict(widths=[520, 260], n_samples=300, dtype="float32", bias=0.2, gradients=True),
 )
 #: (chunk_size, threads) of the runs compared with the first.
 SPLITS = ((None, 1), (1, 2), (241, 3), (480, 2), (10**6, 8))
