@@ -32,7 +32,7 @@ from initscope.activations import ACTIVATIONS, activation  # noqa: E402
 from initscope.backends import _numba_generator as generator  # noqa: E402
 from initscope.backends import numba as jit  # noqa: E402
 from initscope.backends import numpy as reference  # noqa: E402
-from initscope.plan import make_plan  # noqa: E402
+from initscope.plan import column_blocks, make_plan  # noqa: E402
 
 #: Every array of a result, and of its gradients.
 EVERYTHING = (*initscope.PropagationResult.LAYER_FIELDS, "hist")
@@ -114,6 +114,11 @@ def test_constants_are_the_cpp_kernels():
     assert jit.TILE_ROWS == core.TILE_ROWS == initscope.plan.TILE_ROWS
     assert jit.WEIGHT_CACHE_BYTES == core.WEIGHT_CACHE_BYTES
     assert jit.SEGMENT == generator.SEGMENT == core.SEGMENT
+    assert (core.BLOCK_COLUMNS, core.MIN_JOBS, core.MIN_BLOCK_COLUMNS) == (
+        initscope.plan.BLOCK_COLUMNS,
+        initscope.plan.MIN_JOBS,
+        initscope.plan.MIN_BLOCK_COLUMNS,
+    )
 
 
 def _peak_bytes(plan) -> int:
@@ -271,6 +276,22 @@ def test_bit_identical_to_the_cpp_kernel(dtype):
                       dtype=dtype, n_samples=700, chunk_size=480, bias=0.2, seed=3)  # fmt: skip
         cpp = initscope.propagate([90, 64, 70], backend="cpp", **kwargs)
         assert_identical(initscope.propagate([90, 64, 70], backend="numba", **kwargs), cpp)
+
+
+@pytest.mark.parametrize(
+    ("widths", "n_samples", "blocks"),
+    [([520, 300], 200, [4, 2]), ([2100], 1000, [2])],
+    ids=["few samples", "wide"],
+)
+def test_layers_in_blocks_of_columns_are_bit_identical_to_the_cpp_kernel(widths, n_samples, blocks):
+    """Layers that the C++ kernel multiplies in blocks of columns: with one tile, up to 4
+    blocks of 128 columns or more; 2100 units, in 2 blocks of about 1024. Their float32
+    GEMM calls round otherwise than whole rows do, so the blocks must be the same."""
+    fan_ins = [64, *widths[:-1]]
+    assert [column_blocks(a, b, n_samples) for a, b in zip(fan_ins, widths, strict=True)] == blocks
+    kwargs = dict(input_dim=64, n_samples=n_samples, dtype="float32", bias=0.2, seed=4)
+    cpp = initscope.propagate(widths, backend="cpp", **kwargs)
+    assert_identical(initscope.propagate(widths, backend="numba", threads=2, **kwargs), cpp)
 
 
 # ---- loading, caching and hiding numba -------------------------------------------------------

@@ -379,6 +379,9 @@ PYBIND11_MODULE(_core, m) {
     m.attr("TILE_ROWS") = kTileRows;
     m.attr("WIDE_TILES") = kWideTiles;
     m.attr("WIDE_WEIGHTS") = kWideWeights;
+    m.attr("BLOCK_COLUMNS") = kBlockColumns;
+    m.attr("MIN_JOBS") = kMinJobs;
+    m.attr("MIN_BLOCK_COLUMNS") = kMinBlockColumns;
     m.attr("GRAD_ROWS") = kGradRows;
     m.attr("SEGMENT") = kSegment;
     m.attr("WEIGHT_CACHE_BYTES") = kWeightCacheBytes;

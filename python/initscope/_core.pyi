@@ -17,6 +17,12 @@ WIDE_TILES: int
 """Tiles per GEMM call of a wide layer (chunks then hold whole groups of them)."""
 WIDE_WEIGHTS: int
 """``fan_in * fan_out`` from which a layer is wide."""
+BLOCK_COLUMNS: int
+"""Layers twice this wide or more multiply in blocks of about this many columns."""
+MIN_JOBS: int
+"""Layers with fewer GEMM calls of rows than this multiply in blocks of columns too."""
+MIN_BLOCK_COLUMNS: int
+"""The narrowest such block."""
 GRAD_ROWS: int
 """Rows of a layer's inputs per weight-gradient job (a fixed partition of dW)."""
 SEGMENT: int

@@ -49,6 +49,31 @@ def gemm_tiles(fan_in: int, fan_out: int) -> int:
     return WIDE_TILES if fan_in * fan_out >= WIDE_WEIGHTS else 1
 
 
+#: Layers ``2 * BLOCK_COLUMNS`` units wide or more multiply in blocks of about
+#: ``BLOCK_COLUMNS`` columns, one GEMM call per tile (group) and block; so do layers whose
+#: samples make fewer than ``MIN_JOBS`` GEMM calls of rows, in up to ``MIN_JOBS / calls``
+#: blocks of ``MIN_BLOCK_COLUMNS`` columns or more.  ``kernel.hpp`` (``_core.BLOCK_COLUMNS``,
+#: ``_core.MIN_JOBS``, ``_core.MIN_BLOCK_COLUMNS``) is the source.
+BLOCK_COLUMNS = 1024
+MIN_JOBS = 4
+MIN_BLOCK_COLUMNS = 128
+
+
+def column_blocks(fan_in: int, fan_out: int, n_samples: int) -> int:
+    """Blocks of columns of a layer (``kernel.hpp``, ``column_blocks``): by its shape and
+    the number of samples alone, never by the chunk or the threads."""
+    tiles = -(-n_samples // TILE_ROWS)
+    calls = -(-tiles // gemm_tiles(fan_in, fan_out))  # GEMM calls of rows
+    few = min(-(-MIN_JOBS // calls), fan_out // MIN_BLOCK_COLUMNS)
+    return max(fan_out // BLOCK_COLUMNS, few, 1)
+
+
+def block_column(b: int, blocks: int, fan_out: int) -> int:
+    """The first column of block ``b`` of ``blocks`` (``fan_out`` for ``b == blocks``): a
+    multiple of 8 (``kernel.hpp``, ``block_column``)."""
+    return fan_out if b == blocks else b * fan_out // blocks // 8 * 8
+
+
 def chunk_multiple(widths: Sequence[int]) -> int:
     """Rows a chunk is a multiple of (unless it holds every sample): :data:`TILE_ROWS`, times
     :data:`WIDE_TILES` where a layer is wide.  ``widths`` are the input's and every layer's."""

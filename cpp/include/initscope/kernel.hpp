@@ -36,7 +36,7 @@ constexpr std::size_t gemm_tiles(std::size_t fan_in, std::size_t fan_out) {
 }
 /// Layers at least 2 * kBlockColumns wide multiply, and gather their statistics, in blocks
 /// of about kBlockColumns columns; so do layers with fewer than kMinJobs GEMM calls of rows
-/// (few samples), in up to kMinJobs / calls blocks of at least kMinBlockColumns columns: then
+/// (few samples), in up to kMinJobs / calls blocks of kMinBlockColumns columns or more: then
 /// every thread has work. The blocks are fixed by the layer and the number of samples alone
 /// (as tiles are), and per-column statistics merge exactly, so the results do not depend on
 /// the threads or the chunks.

@@ -11,10 +11,12 @@ bit (``tests/test_numba.py`` checks it wherever the extension is built):
 - Inputs, weights and biases are drawn by :mod:`initscope.random`'s own building blocks,
   compiled by Numba (:mod:`._numba_generator`): bit for bit the specification's numbers.
 - Tile ``t`` is the samples ``[t * TILE_ROWS, min(n, (t + 1) * TILE_ROWS))``, and exactly
-  one single-threaded GEMM over exactly those rows (``cblas_?gemm`` of the
-  ``scipy-openblas32`` wheel, the C++ kernel's OpenBLAS): every GEMM call's shape depends
-  on ``n_samples`` alone, so any OpenBLAS kernel computes each sample alike for any chunk
-  size or thread count.  One worker per thread takes tiles in order as it finishes (an
+  one single-threaded GEMM over exactly those rows per block of columns
+  (:func:`~initscope.plan.column_blocks`: one block but in wide layers and with few
+  samples), by ``cblas_?gemm`` of the ``scipy-openblas32`` wheel, the C++ kernel's
+  OpenBLAS: every GEMM call's shape depends on the layer and ``n_samples`` alone, so any
+  OpenBLAS kernel computes each sample alike for any chunk size or thread count, and as
+  the C++ kernel does.  One worker per thread takes tiles in order as it finishes (an
   atomic counter: numba's ``prange`` alone hands each thread a fixed block) and runs the
   GEMM, then, while the tile is in cache, the bias, the activation and every statistic.
   Workers that run out of tiles draw the next layer's weights.  The tiles' partial
@@ -70,7 +72,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from .. import random as _random
-from ..plan import Plan, chunk_multiple, gemm_tiles, grad_range_rule
+from ..plan import Plan, block_column, chunk_multiple, column_blocks, gemm_tiles, grad_range_rule
 from ..result import GradRaw, RawStats
 from ._numba_activations import activate_and_derive_row, activate_row, activation_args, derive_row
 from ._numba_generator import (
@@ -438,12 +440,15 @@ def _merge_moments(n, mean, m2, n_b, k, s1, s2):
         m2[j] += m2_b + delta * delta * w_ab
 
 
+_block_column = njit(block_column)
+
+
 @njit(error_model="numpy")
-def _layer_job(job, x, w, y, bias, tiles, group, blas, act, saturation, hist_range, scratch,
-               deriv, draw_out, draw):  # fmt: skip
-    """Job ``job`` of a layer: tiles ``[job * group, (job + 1) * group)`` (one GEMM call, then
-    each tile's bias, activation and statistics), or, past the tiles, a segment of the next
-    layer's weights."""
+def _layer_job(job, x, w, y, bias, tiles, group, blocks, blas, act, saturation, hist_range,
+               scratch, deriv, draw_out, draw):  # fmt: skip
+    """Job ``job`` of a layer: tiles ``[job * group, (job + 1) * group)`` (one GEMM call per
+    block of columns, as the C++ kernel's, then each tile's bias, activation and
+    statistics), or, past the tiles, a segment of the next layer's weights."""
     n_tiles = tiles.shape[0]
     n_groups = (n_tiles + group - 1) // group
     if job >= n_groups:
@@ -457,8 +462,11 @@ def _layer_job(job, x, w, y, bias, tiles, group, blas, act, saturation, hist_ran
         fan_in, fan_out = x.shape[1], y.shape[1]
         begin = tiles[t0, 0]
         rows = tiles[t1 - 1, 0] + tiles[t1 - 1, 1] - begin
-        _gemm(blas, _NO_TRANS, _NO_TRANS, rows, fan_out, fan_in, x, begin * fan_in, fan_in, w, 0,
-              fan_out, 0.0, y, begin * fan_out, fan_out)  # fmt: skip
+        for b in range(blocks):
+            c0 = _block_column(b, blocks, fan_out)
+            c1 = _block_column(b + 1, blocks, fan_out)
+            _gemm(blas, _NO_TRANS, _NO_TRANS, rows, c1 - c0, fan_in, x, begin * fan_in, fan_in,
+                  w, c0, fan_out, 0.0, y, begin * fan_out + c0, fan_out)  # fmt: skip
     for t in range(t0, t1):
         _tile_stats(y, tiles[t, 0], tiles[t, 1], bias, act, saturation[0], saturation[1],
                     hist_range[0], hist_range[1], hist_range[2], part[t], tile_counts[t],
@@ -489,13 +497,15 @@ def _merge_tiles(n_tiles, scratch, moments, counts, extrema, deriv_sq, hist):
 
 
 @njit(nogil=True, cache=True, parallel=True, error_model="numpy")
-def _layer(x, w, y, bias, tiles, group, blas, act, saturation, hist_range, moments, counts,
-           extrema, deriv_sq, hist, scratch, deriv, workers, draw_out, draw):  # fmt: skip
+def _layer(x, w, y, bias, tiles, group, blocks, blas, act, saturation, hist_range, moments,
+           counts, extrema, deriv_sq, hist, scratch, deriv, workers, draw_out,
+           draw):  # fmt: skip
     """One layer on one chunk: per tile, GEMM then stats; then the tiles merged in order.
 
     ``x`` (rows, fan_in) and ``y`` (rows, fan_out) are the chunk's buffers; ``tiles``
     (T, 2) holds each tile's first row and its number of rows; ``group`` tiles share a GEMM
-    call (``plan.chunk_multiple``: more than one for wide layers).  ``blas`` is the address of the
+    call (``plan.chunk_multiple``: more than one for wide layers), one per block of columns
+    of ``blocks`` (``plan.column_blocks``).  ``blas`` is the address of the
     cblas gemm, or 0 when ``y`` already holds ``x @ w``.  The layer's running accumulators
     ``moments`` (4, fan_out: post mean, post M2, pre mean, pre M2), ``counts`` (7),
     ``extrema`` (min, max), ``deriv_sq`` (1) and ``hist`` (bins) are updated in place.
@@ -513,21 +523,21 @@ def _layer(x, w, y, bias, tiles, group, blas, act, saturation, hist_range, momen
     for _ in prange(min(workers, n_jobs)):  # workers take jobs in order:
         job = next_job(counter)  # the tiles first, then the draws
         while job < n_jobs:
-            _layer_job(job, x, w, y, bias, tiles, group, blas, act, saturation, hist_range,
-                       scratch, deriv, draw_out, draw)  # fmt: skip
+            _layer_job(job, x, w, y, bias, tiles, group, blocks, blas, act, saturation,
+                       hist_range, scratch, deriv, draw_out, draw)  # fmt: skip
             job = next_job(counter)
     _merge_tiles(n_tiles, scratch, moments, counts, extrema, deriv_sq, hist)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def _layer_serial(x, w, y, bias, tiles, group, blas, act, saturation, hist_range, moments,
-                  counts, extrema, deriv_sq, hist, scratch, deriv, workers, draw_out,
+def _layer_serial(x, w, y, bias, tiles, group, blocks, blas, act, saturation, hist_range,
+                  moments, counts, extrema, deriv_sq, hist, scratch, deriv, workers, draw_out,
                   draw):  # fmt: skip
     """:func:`_layer` on the calling thread alone (in a process forked after OpenMP ran)."""
     n_tiles = tiles.shape[0]
     for job in range((n_tiles + group - 1) // group + (draw_out.size + SEGMENT - 1) // SEGMENT):
-        _layer_job(job, x, w, y, bias, tiles, group, blas, act, saturation, hist_range,
-                   scratch, deriv, draw_out, draw)  # fmt: skip
+        _layer_job(job, x, w, y, bias, tiles, group, blocks, blas, act, saturation,
+                   hist_range, scratch, deriv, draw_out, draw)  # fmt: skip
     _merge_tiles(n_tiles, scratch, moments, counts, extrema, deriv_sq, hist)
 
 
@@ -1117,7 +1127,9 @@ def run(plan: Plan) -> RawStats:
                     if blas == 0:  # pragma: no cover - without scipy-openblas32
                         np.matmul(x, w, out=y)
                     group = gemm_tiles(layer.fan_in, layer.fan_out)
-                    layer_kernel(x, w, y, biases[i], tiles, group, blas, acts[i], saturation[i],
+                    blocks = column_blocks(layer.fan_in, layer.fan_out, n)
+                    layer_kernel(x, w, y, biases[i], tiles, group, blocks, blas, acts[i],
+                                 saturation[i],
                                  hist_range, moments[i], counts[i], extrema[i],
                                  deriv_sq[i : i + 1], hist[i],
                                  scratch(len(tiles), layer.fan_out, plan.bins),
