@@ -505,8 +505,8 @@ def _layer(x, w, y, bias, tiles, group, blocks, blas, act, saturation, hist_rang
     ``x`` (rows, fan_in) and ``y`` (rows, fan_out) are the chunk's buffers; ``tiles``
     (T, 2) holds each tile's first row and its number of rows; ``group`` tiles share a GEMM
     call (``plan.chunk_multiple``: more than one for wide layers), one per block of columns
-    of ``blocks`` (``plan.column_blocks``).  ``blas`` is the address of the
-    cblas gemm, or 0 when ``y`` already holds ``x @ w``.  The layer's running accumulators
+    of ``blocks`` (``plan.column_blocks``).  ``blas`` is the address of the cblas gemm, or 0
+    when ``y`` already holds ``x @ w``.  The layer's running accumulators
     ``moments`` (4, fan_out: post mean, post M2, pre mean, pre M2), ``counts`` (7),
     ``extrema`` (min, max), ``deriv_sq`` (1) and ``hist`` (bins) are updated in place.
     ``scratch`` holds the tiles' partials (allocated by the caller: an allocation here would
@@ -1129,8 +1129,7 @@ def run(plan: Plan) -> RawStats:
                     group = gemm_tiles(layer.fan_in, layer.fan_out)
                     blocks = column_blocks(layer.fan_in, layer.fan_out, n)
                     layer_kernel(x, w, y, biases[i], tiles, group, blocks, blas, acts[i],
-                                 saturation[i],
-                                 hist_range, moments[i], counts[i], extrema[i],
+                                 saturation[i], hist_range, moments[i], counts[i], extrema[i],
                                  deriv_sq[i : i + 1], hist[i],
                                  scratch(len(tiles), layer.fan_out, plan.bins),
                                  buffers.deriv_of(i, rows), workers,
